@@ -1,1 +1,17 @@
+//! berth's core: what every service and backend shares.
+//!
+//! Errors and their gRPC codes, identifier and label rules, the filter
+//! language, the metadata store, the plugin registry and the event exchange.
+//! Services are thin layers over these; nothing here knows about gRPC
+//! transport beyond mapping error kinds to status codes.
 
+pub mod error;
+pub mod events;
+pub mod filters;
+pub mod identifiers;
+pub mod labels;
+pub mod metadata;
+pub mod plugin;
+pub mod timestamps;
+
+pub use error::{Error, ErrorKind, Result};

@@ -3,6 +3,9 @@
 //! the services shims speak, and saves the encoded descriptor set so the
 //! crate can decode any `Any` by name at run time.
 
+// Build scripts talk to cargo on stdout.
+#![allow(clippy::print_stdout)]
+
 mod ttrpc_codegen;
 
 use std::path::{Path, PathBuf};

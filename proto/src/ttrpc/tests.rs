@@ -16,10 +16,13 @@ use crate::containerd::task::v2::task_ttrpc::{Task, TaskClient, TaskServer};
 use crate::containerd::task::v2::ConnectRequest;
 use crate::ttrpc_wire::{KeyValue, Request, Response};
 
+/// An envelope and the metadata it arrived with.
+type Seen = (Envelope, Vec<(String, String)>);
+
 /// Records forwarded envelopes; topics steer its behaviour in tests.
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<Vec<(Envelope, Vec<(String, String)>)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl Events for Recorder {
