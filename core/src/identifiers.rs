@@ -24,7 +24,9 @@ pub fn validate(what: &str, id: &str) -> Result<()> {
         )));
     }
     if !matches_pattern(id) {
-        return Err(Error::invalid_argument(format!("{what} {id:?} must match {PATTERN}")));
+        return Err(Error::invalid_argument(format!(
+            "{what} {id:?} must match {PATTERN}"
+        )));
     }
     Ok(())
 }
@@ -48,7 +50,15 @@ mod tests {
 
     #[test]
     fn accepts_containerd_identifiers() {
-        for id in ["default", "k8s.io", "a", "A9", "a-b_c.d", "x1-2-3", &"a".repeat(76)] {
+        for id in [
+            "default",
+            "k8s.io",
+            "a",
+            "A9",
+            "a-b_c.d",
+            "x1-2-3",
+            &"a".repeat(76),
+        ] {
             validate("namespace", id).unwrap_or_else(|e| panic!("{id}: {e}"));
         }
     }
@@ -56,7 +66,19 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for id in [
-            "", "-a", "a-", ".a", "a.", "a..b", "a-_b", "a b", "a/b", "ä", "a\0", "A:b", &"a".repeat(77),
+            "",
+            "-a",
+            "a-",
+            ".a",
+            "a.",
+            "a..b",
+            "a-_b",
+            "a b",
+            "a/b",
+            "ä",
+            "a\0",
+            "A:b",
+            &"a".repeat(77),
         ] {
             let err = validate("namespace", id).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{id:?}");

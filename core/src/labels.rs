@@ -54,8 +54,14 @@ mod tests {
         assert!(err.to_string().contains("4097 bytes"), "{err}");
         assert!(err.to_string().starts_with("label \"k\""), "{err}");
         let err = validate(&"k".repeat(5000), "").unwrap_err();
-        assert!(err.to_string().len() < 300, "message quotes only part of the key");
-        assert_eq!(validate("", "x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert!(
+            err.to_string().len() < 300,
+            "message quotes only part of the key"
+        );
+        assert_eq!(
+            validate("", "x").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod identifiers;
 pub mod labels;
 pub mod metadata;
 pub mod plugin;
+pub mod shutdown;
 pub mod timestamps;
 
 pub use error::{Error, ErrorKind, Result};

@@ -26,10 +26,15 @@ fn main() {
 
     let mut compiler = protox::Compiler::new([&root]).expect("protox include path");
     compiler.include_imports(true).include_source_info(true);
-    compiler.open_files(&files).unwrap_or_else(|e| panic!("compiling protos: {e:?}"));
+    compiler
+        .open_files(&files)
+        .unwrap_or_else(|e| panic!("compiling protos: {e:?}"));
     let fds = compiler.file_descriptor_set();
-    std::fs::write(out.join("berth_descriptor.bin"), compiler.encode_file_descriptor_set())
-        .expect("write descriptor set");
+    std::fs::write(
+        out.join("berth_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )
+    .expect("write descriptor set");
 
     let grpc = tonic_prost_build::configure()
         .build_client(true)

@@ -20,6 +20,7 @@ mod generated {
 }
 
 pub mod any;
+pub mod client;
 pub mod ttrpc;
 
 pub use generated::{berth, containerd, google, grpc, io};

@@ -1,1 +1,17 @@
+//! Fixtures for berth's integration tests.
+//!
+//! Tests start a real berthd on a temporary root, state dir and socket
+//! ([`daemon::Daemon`]), drive it with Debian's `ctr` ([`ctr::Ctr`]) or
+//! berth's own gRPC client, and clean up everything they started, even
+//! when they fail (every fixture cleans up in `Drop`).
+//!
+//! The binaries under test are found in cargo's target directory (or
+//! `BERTH_BIN_DIR`): build the workspace before running the tests, as
+//! `scripts/test.sh` does.
 
+pub mod binaries;
+pub mod containerd;
+pub mod ctr;
+pub mod daemon;
+pub mod wait;
+pub mod wire_compat;

@@ -6,9 +6,9 @@
 //! stopped reading) is cut off with an error rather than allowed to grow
 //! without bound or to stall publishers.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use berth_api::any::pack;
@@ -62,7 +62,12 @@ impl Exchange {
     }
 
     /// Publishes `event` on `topic` for `namespace`, stamped with the current time.
-    pub fn publish<M: Message + Name>(&self, namespace: &str, topic: &str, event: &M) -> Result<()> {
+    pub fn publish<M: Message + Name>(
+        &self,
+        namespace: &str,
+        topic: &str,
+        event: &M,
+    ) -> Result<()> {
         self.publish_any(namespace, topic, pack(event))
     }
 
@@ -107,7 +112,10 @@ impl Exchange {
             match subscriber.queue.try_send(Arc::clone(&envelope)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(subscriber = subscriber.id, "event subscriber fell too far behind; cutting it off");
+                    tracing::warn!(
+                        subscriber = subscriber.id,
+                        "event subscriber fell too far behind; cutting it off"
+                    );
                     subscriber.overflowed.store(true, Ordering::Release);
                     false
                 }
@@ -169,7 +177,9 @@ impl Stream for Subscription {
                 if self.overflowed.load(Ordering::Acquire) {
                     Poll::Ready(Some(Err(Error::new(
                         crate::error::ErrorKind::ResourceExhausted,
-                        format!("event subscription fell more than {SUBSCRIBER_QUEUE} events behind and was ended"),
+                        format!(
+                            "event subscription fell more than {SUBSCRIBER_QUEUE} events behind and was ended"
+                        ),
                     ))))
                 } else {
                     Poll::Ready(None)
@@ -204,7 +214,9 @@ mod tests {
 
     async fn nothing_pending(sub: &mut Subscription) {
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), sub.next()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(50), sub.next())
+                .await
+                .is_err(),
             "no further event"
         );
     }
@@ -213,7 +225,9 @@ mod tests {
     async fn subscribers_see_published_events_with_namespace_topic_time() {
         let exchange = Exchange::new();
         let mut sub = exchange.subscribe(Filter::always());
-        exchange.publish("default", "/namespaces/create", &create("n1")).unwrap();
+        exchange
+            .publish("default", "/namespaces/create", &create("n1"))
+            .unwrap();
         let envelope = next(&mut sub).await;
         assert_eq!(envelope.namespace, "default");
         assert_eq!(envelope.topic, "/namespaces/create");
@@ -225,13 +239,22 @@ mod tests {
     #[tokio::test]
     async fn filters_on_topic_namespace_and_event_fields() {
         let exchange = Exchange::new();
-        let mut by_topic = exchange.subscribe(Filter::parse_all(&[r#"topic=="/namespaces/create""#]).unwrap());
+        let mut by_topic =
+            exchange.subscribe(Filter::parse_all(&[r#"topic=="/namespaces/create""#]).unwrap());
         let mut by_ns = exchange.subscribe(Filter::parse_all(&["namespace==other"]).unwrap());
         let mut by_body = exchange.subscribe(Filter::parse_all(&["event.name==n2"]).unwrap());
-        exchange.publish("default", "/namespaces/create", &create("n1")).unwrap();
-        exchange.publish("other", "/namespaces/create", &create("n2")).unwrap();
         exchange
-            .publish("default", "/namespaces/delete", &NamespaceDelete { name: "n1".into() })
+            .publish("default", "/namespaces/create", &create("n1"))
+            .unwrap();
+        exchange
+            .publish("other", "/namespaces/create", &create("n2"))
+            .unwrap();
+        exchange
+            .publish(
+                "default",
+                "/namespaces/delete",
+                &NamespaceDelete { name: "n1".into() },
+            )
             .unwrap();
 
         assert_eq!(next(&mut by_topic).await.namespace, "default");
@@ -246,7 +269,9 @@ mod tests {
     #[tokio::test]
     async fn bad_topics_and_namespaces_are_refused() {
         let exchange = Exchange::new();
-        let err = exchange.publish("default", "tasks", &create("x")).unwrap_err();
+        let err = exchange
+            .publish("default", "tasks", &create("x"))
+            .unwrap_err();
         assert!(err.to_string().contains("must start with '/'"), "{err}");
         let err = exchange.publish("Bad NS", "/x", &create("x")).unwrap_err();
         assert!(err.to_string().contains("\"Bad NS\""), "{err}");
@@ -257,7 +282,10 @@ mod tests {
         let exchange = Exchange::new();
         let mut sub = exchange.subscribe(Filter::always());
         let stamped = Envelope {
-            timestamp: Some(prost_types::Timestamp { seconds: 42, nanos: 1 }),
+            timestamp: Some(prost_types::Timestamp {
+                seconds: 42,
+                nanos: 1,
+            }),
             namespace: "n1".into(),
             topic: "/tasks/exit".into(),
             event: None,

@@ -189,7 +189,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn scan_digits(&mut self, mut ch: Option<char>, base: u32, mut count: u32) -> (Option<char>, bool) {
+    fn scan_digits(
+        &mut self,
+        mut ch: Option<char>,
+        base: u32,
+        mut count: u32,
+    ) -> (Option<char>, bool) {
         while count > 0 && ch.and_then(|c| c.to_digit(16)).is_some_and(|d| d < base) {
             ch = self.next();
             count -= 1;
@@ -262,7 +267,12 @@ mod tests {
     fn whitespace_between_tokens_is_skipped() {
         assert_eq!(
             tokens(" name  ==   x"),
-            [Token::Field("name"), Token::Operator("=="), Token::Value("x"), Token::Eof]
+            [
+                Token::Field("name"),
+                Token::Operator("=="),
+                Token::Value("x"),
+                Token::Eof
+            ]
         );
     }
 
@@ -270,19 +280,33 @@ mod tests {
     fn quotes_open_anywhere_a_token_starts() {
         assert_eq!(
             tokens(r#"topic=="/a/b""#),
-            [Token::Field("topic"), Token::Operator("=="), Token::Quoted(r#""/a/b""#), Token::Eof]
+            [
+                Token::Field("topic"),
+                Token::Operator("=="),
+                Token::Quoted(r#""/a/b""#),
+                Token::Eof
+            ]
         );
         assert_eq!(
             tokens("topic==/a/b"),
             // A quoted value leaves the scanner expecting a value, as containerd's does.
-            [Token::Field("topic"), Token::Operator("=="), Token::Quoted("/a/"), Token::Value("b"), Token::Eof]
+            [
+                Token::Field("topic"),
+                Token::Operator("=="),
+                Token::Quoted("/a/"),
+                Token::Value("b"),
+                Token::Eof
+            ]
         );
         assert_eq!(tokens("|x|"), [Token::Quoted("|x|"), Token::Eof]);
     }
 
     #[test]
     fn escapes_in_quotes() {
-        assert_eq!(tokens(r#""a\"b\n\x41\101\u00e9""#), [Token::Quoted(r#""a\"b\n\x41\101\u00e9""#), Token::Eof]);
+        assert_eq!(
+            tokens(r#""a\"b\n\x41\101\u00e9""#),
+            [Token::Quoted(r#""a\"b\n\x41\101\u00e9""#), Token::Eof]
+        );
         let mut bad = Scanner::new(r#""\q""#);
         assert_eq!(bad.scan().1, Token::Illegal);
         assert_eq!(bad.error(), "illegal escape sequence");

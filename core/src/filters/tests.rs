@@ -36,10 +36,18 @@ fn thing(name: &'static str, kind: &'static str, labels: &[(&str, &str)]) -> Thi
 
 fn corpus() -> Vec<Thing> {
     vec![
-        thing("web", "svc", &[("tier", "front"), ("app.kubernetes.io/name", "web")]),
+        thing(
+            "web",
+            "svc",
+            &[("tier", "front"), ("app.kubernetes.io/name", "web")],
+        ),
         thing("db", "svc", &[("tier", "back")]),
         thing("cache", "", &[("tier", ""), ("with space", "yes")]),
-        thing("docker.io/library/busybox:latest", "image", &[("quote\"d", "1")]),
+        thing(
+            "docker.io/library/busybox:latest",
+            "image",
+            &[("quote\"d", "1")],
+        ),
         thing("job-1", "batch", &[]),
     ]
 }
@@ -60,7 +68,13 @@ fn parse_error(filter: &str) -> String {
     err.to_string()
 }
 
-const ALL: [&str; 5] = ["web", "db", "cache", "docker.io/library/busybox:latest", "job-1"];
+const ALL: [&str; 5] = [
+    "web",
+    "db",
+    "cache",
+    "docker.io/library/busybox:latest",
+    "job-1",
+];
 
 #[test]
 fn no_filters_or_an_empty_one_match_everything() {
@@ -75,7 +89,10 @@ fn equality() {
     assert_eq!(select(&["kind==svc"]), ["web", "db"]);
     assert_eq!(select(&["name==nothing"]), Vec::<&str>::new());
     // Unquoted values may hold dots, slashes and colons.
-    assert_eq!(select(&["name==docker.io/library/busybox:latest"]), ["docker.io/library/busybox:latest"]);
+    assert_eq!(
+        select(&["name==docker.io/library/busybox:latest"]),
+        ["docker.io/library/busybox:latest"]
+    );
 }
 
 #[test]
@@ -88,14 +105,26 @@ fn equality_needs_the_field_present() {
 
 #[test]
 fn inequality_treats_absent_as_empty() {
-    assert_eq!(select(&["kind!=svc"]), ["cache", "docker.io/library/busybox:latest", "job-1"]);
-    assert_eq!(select(&["labels.tier!=front"]), ["db", "cache", "docker.io/library/busybox:latest", "job-1"]);
-    assert_eq!(select(&[r#"kind!="""#]), ["web", "db", "docker.io/library/busybox:latest", "job-1"]);
+    assert_eq!(
+        select(&["kind!=svc"]),
+        ["cache", "docker.io/library/busybox:latest", "job-1"]
+    );
+    assert_eq!(
+        select(&["labels.tier!=front"]),
+        ["db", "cache", "docker.io/library/busybox:latest", "job-1"]
+    );
+    assert_eq!(
+        select(&[r#"kind!="""#]),
+        ["web", "db", "docker.io/library/busybox:latest", "job-1"]
+    );
 }
 
 #[test]
 fn presence() {
-    assert_eq!(select(&["kind"]), ["web", "db", "docker.io/library/busybox:latest", "job-1"]);
+    assert_eq!(
+        select(&["kind"]),
+        ["web", "db", "docker.io/library/busybox:latest", "job-1"]
+    );
     assert_eq!(select(&["labels.tier"]), ["web", "db", "cache"]);
     assert_eq!(select(&["labels"]), Vec::<&str>::new());
     assert_eq!(select(&["unknown"]), Vec::<&str>::new());
@@ -103,15 +132,27 @@ fn presence() {
 
 #[test]
 fn regular_expressions() {
-    assert_eq!(select(&["name~=^d"]), ["db", "docker.io/library/busybox:latest"]);
+    assert_eq!(
+        select(&["name~=^d"]),
+        ["db", "docker.io/library/busybox:latest"]
+    );
     assert_eq!(select(&["name~=/^job-[0-9]$/"]), ["job-1"]);
-    assert_eq!(select(&["name~=|/library/|"]), ["docker.io/library/busybox:latest"]);
+    assert_eq!(
+        select(&["name~=|/library/|"]),
+        ["docker.io/library/busybox:latest"]
+    );
     assert_eq!(select(&["name~=^(web|db)$"]), ["web", "db"]);
-    assert_eq!(select(&[r#"name~="b""#]), ["web", "db", "docker.io/library/busybox:latest", "job-1"]);
+    assert_eq!(
+        select(&[r#"name~="b""#]),
+        ["web", "db", "docker.io/library/busybox:latest", "job-1"]
+    );
     // Matching is unanchored, and an absent field is matched as "".
     assert_eq!(select(&["kind~=^$"]), ["cache"]);
     // The alternative quotes let a pattern hold double quotes and slashes.
-    assert_eq!(select(&[r"name~=/\/library\//"]), ["docker.io/library/busybox:latest"]);
+    assert_eq!(
+        select(&[r"name~=/\/library\//"]),
+        ["docker.io/library/busybox:latest"]
+    );
 }
 
 #[test]
@@ -119,18 +160,29 @@ fn commas_and_and_repeated_filters_or() {
     assert_eq!(select(&["kind==svc,labels.tier==back"]), ["db"]);
     assert_eq!(select(&["kind==svc, labels.tier==back"]), ["db"]);
     assert_eq!(select(&["name==web", "name==db"]), ["web", "db"]);
-    assert_eq!(select(&["kind==svc,name==web", "kind==batch"]), ["web", "job-1"]);
+    assert_eq!(
+        select(&["kind==svc,name==web", "kind==batch"]),
+        ["web", "job-1"]
+    );
 }
 
 #[test]
 fn quoted_field_names() {
-    assert_eq!(select(&[r#"labels."app.kubernetes.io/name"==web"#]), ["web"]);
+    assert_eq!(
+        select(&[r#"labels."app.kubernetes.io/name"==web"#]),
+        ["web"]
+    );
     assert_eq!(select(&[r#"labels."with space""#]), ["cache"]);
-    assert_eq!(select(&[r#"labels."quote\"d"==1"#]), ["docker.io/library/busybox:latest"]);
+    assert_eq!(
+        select(&[r#"labels."quote\"d"==1"#]),
+        ["docker.io/library/busybox:latest"]
+    );
     // Unquoted dots split the path and join back into the key...
     assert_eq!(select(&["labels.app==web"]), Vec::<&str>::new());
     // ...but a `/` in a field name opens a quote, so such keys need quoting.
-    assert!(parse_error("labels.app.kubernetes.io/name==web").contains("quoted literal not terminated"));
+    assert!(
+        parse_error("labels.app.kubernetes.io/name==web").contains("quoted literal not terminated")
+    );
 }
 
 #[test]
@@ -199,7 +251,10 @@ fn trailing_input_errors() {
 #[test]
 fn regex_errors_are_invalid_argument() {
     let err = parse_error("name~=/(unclosed/");
-    assert!(err.contains("invalid regular expression \"(unclosed\""), "{err}");
+    assert!(
+        err.contains("invalid regular expression \"(unclosed\""),
+        "{err}"
+    );
     let err = parse_error("name~=/x{99999999}/");
     assert!(err.contains("invalid regular expression"), "{err}");
 }
@@ -218,7 +273,10 @@ fn messages_quote_the_filter_and_mark_the_spot() {
         r#"filter "topic==/x/": parse error: [topic== >|/|< x/]: invalid quote encountered: invalid argument"#
     );
     let err = parse_error("name==");
-    assert_eq!(err, r#"filter "name==": parse error: [name==]: expected value or quoted: invalid argument"#);
+    assert_eq!(
+        err,
+        r#"filter "name==": parse error: [name==]: expected value or quoted: invalid argument"#
+    );
 }
 
 #[test]

@@ -21,9 +21,12 @@ pub mod namespaces;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::plugin::{Instance, Registration, types};
 
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -51,7 +54,9 @@ pub struct MetadataStore {
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataStore").field("path", &self.path).finish()
+        f.debug_struct("MetadataStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -70,9 +75,11 @@ impl MetadataStore {
     /// Opens (or creates) the store at `<root>/meta.redb` and brings its
     /// layout to [`SCHEMA_VERSION`].
     pub fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
         let path = root.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| store_error(e).with_context(path.display()))?;
+        let db =
+            Database::create(&path).map_err(|e| store_error(e).with_context(path.display()))?;
         let store = Self {
             db: Arc::new(db),
             path,
@@ -96,9 +103,13 @@ impl MetadataStore {
         let txn = self.db.begin_write().map_err(store_error)?;
         let found = {
             let mut meta = txn.open_table(META).map_err(store_error)?;
-            let found = meta.get(VERSION_KEY).map_err(store_error)?.map(|v| v.value());
+            let found = meta
+                .get(VERSION_KEY)
+                .map_err(store_error)?
+                .map(|v| v.value());
             if found.is_none() {
-                meta.insert(VERSION_KEY, SCHEMA_VERSION).map_err(store_error)?;
+                meta.insert(VERSION_KEY, SCHEMA_VERSION)
+                    .map_err(store_error)?;
             }
             found
         };
@@ -114,13 +125,16 @@ impl MetadataStore {
                 let step = usize::try_from(version - 1)
                     .ok()
                     .and_then(|i| MIGRATIONS.get(i))
-                    .ok_or_else(|| Error::internal(format!("no migration from schema version {version}")))?;
+                    .ok_or_else(|| {
+                        Error::internal(format!("no migration from schema version {version}"))
+                    })?;
                 step(&txn)?;
                 version += 1;
                 tracing::info!(version, "metadata store migrated");
             }
             let mut meta = txn.open_table(META).map_err(store_error)?;
-            meta.insert(VERSION_KEY, SCHEMA_VERSION).map_err(store_error)?;
+            meta.insert(VERSION_KEY, SCHEMA_VERSION)
+                .map_err(store_error)?;
         }
         txn.commit().map_err(store_error)
     }
@@ -157,6 +171,23 @@ impl MetadataStore {
     }
 }
 
+/// The store as a plugin: `io.containerd.metadata.v1.redb`, at `<root>/meta.redb`.
+pub fn registration() -> Registration {
+    Registration {
+        plugin_type: types::METADATA,
+        id: "redb",
+        requires: &[],
+        default_config: None,
+        init: Box::new(|ctx| {
+            Box::pin(async move {
+                let root = ctx.daemon.root.clone();
+                let store = run_blocking(move || MetadataStore::open(&root)).await?;
+                Ok(Arc::new(store) as Instance)
+            })
+        }),
+    }
+}
+
 fn read_version(txn: &ReadTransaction) -> Result<u64> {
     let meta = txn.open_table(META).map_err(store_error)?;
     let version = meta.get(VERSION_KEY).map_err(store_error)?;
@@ -172,7 +203,9 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::internal(format!("metadata store task failed: {e}")))?
@@ -202,7 +235,10 @@ mod tests {
         }
         let store = MetadataStore::open(dir.path()).unwrap();
         let names = store.read(namespaces::list).await.unwrap();
-        assert_eq!(names.into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["n1"]);
+        assert_eq!(
+            names.into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["n1"]
+        );
     }
 
     #[tokio::test]
@@ -211,7 +247,10 @@ mod tests {
         {
             let store = MetadataStore::open(dir.path()).unwrap();
             let txn = store.db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert(VERSION_KEY, SCHEMA_VERSION + 1).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(VERSION_KEY, SCHEMA_VERSION + 1)
+                .unwrap();
             txn.commit().unwrap();
         }
         let err = MetadataStore::open(dir.path()).unwrap_err();

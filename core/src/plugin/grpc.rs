@@ -24,15 +24,20 @@ impl std::fmt::Debug for GrpcService {
 impl GrpcService {
     /// Wraps a tonic service (already configured with interceptors and
     /// message limits).
-    pub fn new<S>(service: S) -> Self
+    pub fn new<S, B>(service: S) -> Self
     where
-        S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
+        S: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<B>,
+                Error = Infallible,
+            > + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
         S::Future: Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         Self {
             name: S::NAME,

@@ -8,5 +8,5 @@ mod set;
 pub mod types;
 
 pub use grpc::GrpcService;
-pub use registry::{DaemonPaths, InitContext, InitFn, InitFuture, Registration, Registry, skip};
+pub use registry::{DaemonContext, InitContext, InitFn, InitFuture, Registration, Registry, skip};
 pub use set::{Instance, PluginEntry, PluginMeta, PluginSet};

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::set::{Instance, PluginEntry, PluginMeta, PluginSet};
 use super::types::ALL;
 use crate::error::{Error, Result};
+use crate::shutdown::ShutdownSignal;
 
 /// What an init function returns.
 pub type InitFuture = Pin<Box<dyn Future<Output = Result<Instance>> + Send>>;
@@ -51,9 +52,9 @@ impl std::fmt::Debug for Registration {
     }
 }
 
-/// Paths every plugin may need.
+/// Daemon-wide settings every plugin may need.
 #[derive(Clone, Debug)]
-pub struct DaemonPaths {
+pub struct DaemonContext {
     /// Persistent root (`--root`).
     pub root: PathBuf,
     /// Per-boot state directory (`--state`).
@@ -62,12 +63,18 @@ pub struct DaemonPaths {
     pub grpc_address: PathBuf,
     /// The ttrpc socket shims call back on.
     pub ttrpc_address: PathBuf,
+    /// Largest gRPC message a service accepts, in bytes.
+    pub max_recv_message_size: usize,
+    /// Largest gRPC message a service sends, in bytes.
+    pub max_send_message_size: usize,
+    /// Fires when the daemon starts shutting down.
+    pub shutdown: ShutdownSignal,
 }
 
 /// What a plugin's init function gets.
 pub struct InitContext {
-    /// The daemon's paths.
-    pub paths: DaemonPaths,
+    /// Daemon-wide settings.
+    pub daemon: DaemonContext,
     plugin_type: &'static str,
     id: &'static str,
     config: toml::Table,
@@ -78,12 +85,14 @@ pub struct InitContext {
 impl InitContext {
     /// This plugin's settings, defaults overlaid with the config file.
     pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
-        toml::Value::Table(self.config.clone()).try_into().map_err(|e| {
-            Error::invalid_argument(format!(
-                "config section [plugins.\"{}.{}\"]: {e}",
-                self.plugin_type, self.id
-            ))
-        })
+        toml::Value::Table(self.config.clone())
+            .try_into()
+            .map_err(|e| {
+                Error::invalid_argument(format!(
+                    "config section [plugins.\"{}.{}\"]: {e}",
+                    self.plugin_type, self.id
+                ))
+            })
     }
 
     /// The first working plugin of `plugin_type`.
@@ -92,7 +101,11 @@ impl InitContext {
     }
 
     /// A specific plugin.
-    pub fn get_by_id<T: std::any::Any + Send + Sync>(&self, plugin_type: &str, id: &str) -> Result<Arc<T>> {
+    pub fn get_by_id<T: std::any::Any + Send + Sync>(
+        &self,
+        plugin_type: &str,
+        id: &str,
+    ) -> Result<Arc<T>> {
         self.plugins.get_by_id(plugin_type, id)
     }
 
@@ -129,7 +142,10 @@ impl Registry {
     pub fn default_configs(&self) -> toml::Table {
         self.registrations
             .iter()
-            .filter_map(|r| r.default_config.map(|defaults| (r.config_key(), toml::Value::Table(defaults()))))
+            .filter_map(|r| {
+                r.default_config
+                    .map(|defaults| (r.config_key(), toml::Value::Table(defaults())))
+            })
             .collect()
     }
 
@@ -138,7 +154,7 @@ impl Registry {
     /// overlaid on the defaults.
     pub async fn initialise(
         self,
-        paths: DaemonPaths,
+        daemon: DaemonContext,
         configs: &toml::Table,
         disabled: &[String],
     ) -> Result<Arc<PluginSet>> {
@@ -159,7 +175,7 @@ impl Registry {
             }
             let meta = Arc::new(Mutex::new(PluginMeta::default()));
             let context = InitContext {
-                paths: paths.clone(),
+                daemon: daemon.clone(),
                 plugin_type: registration.plugin_type,
                 id: registration.id,
                 config,
@@ -188,7 +204,9 @@ impl Registry {
 fn merge(base: &mut toml::Table, user: &toml::Table) {
     for (key, value) in user {
         match (base.get_mut(key), value) {
-            (Some(toml::Value::Table(inner)), toml::Value::Table(user_inner)) => merge(inner, user_inner),
+            (Some(toml::Value::Table(inner)), toml::Value::Table(user_inner)) => {
+                merge(inner, user_inner)
+            }
             _ => {
                 base.insert(key.clone(), value.clone());
             }
@@ -221,7 +239,13 @@ fn order(plugins: &[Registration]) -> Result<Vec<usize>> {
         Visiting,
         Done,
     }
-    fn visit(i: usize, plugins: &[Registration], marks: &mut [Mark], out: &mut Vec<usize>, path: &mut Vec<usize>) -> Result<()> {
+    fn visit(
+        i: usize,
+        plugins: &[Registration],
+        marks: &mut [Mark],
+        out: &mut Vec<usize>,
+        path: &mut Vec<usize>,
+    ) -> Result<()> {
         match marks[i] {
             Mark::Done => return Ok(()),
             Mark::Visiting => {
@@ -230,7 +254,10 @@ fn order(plugins: &[Registration]) -> Result<Vec<usize>> {
                     .chain(std::iter::once(&i))
                     .map(|&j| format!("{}.{}", plugins[j].plugin_type, plugins[j].id))
                     .collect();
-                return Err(Error::internal(format!("plugin dependency cycle: {}", cycle.join(" -> "))));
+                return Err(Error::internal(format!(
+                    "plugin dependency cycle: {}",
+                    cycle.join(" -> ")
+                )));
             }
             Mark::New => {}
         }
@@ -270,17 +297,25 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::plugin::types;
 
-    fn paths() -> DaemonPaths {
-        DaemonPaths {
+    fn paths() -> DaemonContext {
+        DaemonContext {
             root: "/nonexistent/root".into(),
             state: "/nonexistent/state".into(),
             grpc_address: "/nonexistent/sock".into(),
             ttrpc_address: "/nonexistent/sock.ttrpc".into(),
+            max_recv_message_size: 16 << 20,
+            max_send_message_size: 16 << 20,
+            shutdown: ShutdownSignal::never(),
         }
     }
 
     /// A plugin whose instance is a log of what it saw at init.
-    fn plugin(plugin_type: &'static str, id: &'static str, requires: &'static [&'static str], log: Arc<Mutex<Vec<String>>>) -> Registration {
+    fn plugin(
+        plugin_type: &'static str,
+        id: &'static str,
+        requires: &'static [&'static str],
+        log: Arc<Mutex<Vec<String>>>,
+    ) -> Registration {
         Registration {
             plugin_type,
             id,
@@ -299,11 +334,29 @@ mod tests {
     async fn plugins_start_after_the_types_they_require() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
-        registry.register(plugin(types::GRPC, "introspection", &[ALL], Arc::clone(&log)));
-        registry.register(plugin(types::GRPC, "namespaces", &[types::METADATA, types::EVENT], Arc::clone(&log)));
-        registry.register(plugin(types::METADATA, "redb", &[types::EVENT], Arc::clone(&log)));
+        registry.register(plugin(
+            types::GRPC,
+            "introspection",
+            &[ALL],
+            Arc::clone(&log),
+        ));
+        registry.register(plugin(
+            types::GRPC,
+            "namespaces",
+            &[types::METADATA, types::EVENT],
+            Arc::clone(&log),
+        ));
+        registry.register(plugin(
+            types::METADATA,
+            "redb",
+            &[types::EVENT],
+            Arc::clone(&log),
+        ));
         registry.register(plugin(types::EVENT, "exchange", &[], Arc::clone(&log)));
-        let set = registry.initialise(paths(), &toml::Table::new(), &[]).await.unwrap();
+        let set = registry
+            .initialise(paths(), &toml::Table::new(), &[])
+            .await
+            .unwrap();
         assert_eq!(
             *log.lock().unwrap(),
             [
@@ -322,15 +375,31 @@ mod tests {
     async fn cycles_and_duplicates_are_refused() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
-        registry.register(plugin(types::METADATA, "a", &[types::EVENT], Arc::clone(&log)));
-        registry.register(plugin(types::EVENT, "b", &[types::METADATA], Arc::clone(&log)));
-        let err = registry.initialise(paths(), &toml::Table::new(), &[]).await.unwrap_err();
+        registry.register(plugin(
+            types::METADATA,
+            "a",
+            &[types::EVENT],
+            Arc::clone(&log),
+        ));
+        registry.register(plugin(
+            types::EVENT,
+            "b",
+            &[types::METADATA],
+            Arc::clone(&log),
+        ));
+        let err = registry
+            .initialise(paths(), &toml::Table::new(), &[])
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("dependency cycle"), "{err}");
 
         let mut registry = Registry::new();
         registry.register(plugin(types::EVENT, "b", &[], Arc::clone(&log)));
         registry.register(plugin(types::EVENT, "b", &[], Arc::clone(&log)));
-        let err = registry.initialise(paths(), &toml::Table::new(), &[]).await.unwrap_err();
+        let err = registry
+            .initialise(paths(), &toml::Table::new(), &[])
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("registered twice"), "{err}");
     }
 
@@ -356,13 +425,22 @@ mod tests {
                 })
             }),
         });
-        let set = registry.initialise(paths(), &toml::Table::new(), &[]).await.unwrap();
+        let set = registry
+            .initialise(paths(), &toml::Table::new(), &[])
+            .await
+            .unwrap();
         let entries = set.entries();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].instance.as_ref().unwrap_err().to_string(), "disk on fire");
+        assert_eq!(
+            entries[0].instance.as_ref().unwrap_err().to_string(),
+            "disk on fire"
+        );
         let dependent = entries[1].instance.as_ref().unwrap_err();
         assert_eq!(dependent.kind(), ErrorKind::FailedPrecondition);
-        assert!(dependent.to_string().contains("disk on fire"), "{dependent}");
+        assert!(
+            dependent.to_string().contains("disk on fire"),
+            "{dependent}"
+        );
     }
 
     #[tokio::test]
@@ -370,9 +448,18 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
         registry.register(plugin(types::EVENT, "exchange", &[], Arc::clone(&log)));
-        registry.register(plugin(types::GRPC, "events", &[types::EVENT], Arc::clone(&log)));
+        registry.register(plugin(
+            types::GRPC,
+            "events",
+            &[types::EVENT],
+            Arc::clone(&log),
+        ));
         let set = registry
-            .initialise(paths(), &toml::Table::new(), &["io.containerd.grpc.v1.events".to_string()])
+            .initialise(
+                paths(),
+                &toml::Table::new(),
+                &["io.containerd.grpc.v1.events".to_string()],
+            )
             .await
             .unwrap();
         assert_eq!(set.entries().len(), 1);
@@ -455,7 +542,8 @@ mod tests {
                 })
             }),
         });
-        let user: toml::Table = toml::from_str("[\"io.containerd.event.v1.exchange\"]\nsize = \"big\"").unwrap();
+        let user: toml::Table =
+            toml::from_str("[\"io.containerd.event.v1.exchange\"]\nsize = \"big\"").unwrap();
         let set = registry.initialise(paths(), &user, &[]).await.unwrap();
         let err = set.entries()[0].instance.as_ref().unwrap_err().to_string();
         assert!(err.contains("io.containerd.event.v1.exchange"), "{err}");

@@ -77,12 +77,18 @@ pub struct PluginSet {
 
 impl PluginSet {
     pub(super) fn push(&self, entry: PluginEntry) {
-        self.entries.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(entry));
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(entry));
     }
 
     /// Every plugin, in initialisation order.
     pub fn entries(&self) -> Vec<Arc<PluginEntry>> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every plugin of one type.
@@ -108,7 +114,8 @@ impl PluginSet {
                 }
             }
         }
-        Err(first_error.unwrap_or_else(|| Error::not_found(format!("no plugin of type {plugin_type}"))))
+        Err(first_error
+            .unwrap_or_else(|| Error::not_found(format!("no plugin of type {plugin_type}"))))
     }
 
     /// The plugin `plugin_type`.`id`, as `T`.

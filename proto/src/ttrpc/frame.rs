@@ -151,8 +151,12 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, 3, KIND_RESPONSE, 0, b"hello").await.unwrap();
-        write_frame(&mut wire, 5, KIND_REQUEST, 0, b"").await.unwrap();
+        write_frame(&mut wire, 3, KIND_RESPONSE, 0, b"hello")
+            .await
+            .unwrap();
+        write_frame(&mut wire, 5, KIND_REQUEST, 0, b"")
+            .await
+            .unwrap();
         assert_eq!(wire.len(), 2 * HEADER_LEN + 5);
         let mut reader = wire.as_slice();
         let first = read_frame(&mut reader).await.unwrap().unwrap();
@@ -177,7 +181,9 @@ mod tests {
     async fn data_at_the_limit_is_accepted_and_over_it_refused() {
         let mut wire = Vec::new();
         let at_limit = vec![7u8; MAX_DATA_LEN as usize];
-        write_frame(&mut wire, 1, KIND_REQUEST, 0, &at_limit).await.unwrap();
+        write_frame(&mut wire, 1, KIND_REQUEST, 0, &at_limit)
+            .await
+            .unwrap();
         let over = vec![0u8; MAX_DATA_LEN as usize + 1];
         let err = write_frame(&mut Vec::new(), 1, KIND_REQUEST, 0, &over)
             .await
@@ -205,7 +211,9 @@ mod tests {
         .encode()
         .to_vec();
         wire.extend(std::iter::repeat_n(0u8, length as usize));
-        write_frame(&mut wire, 11, KIND_REQUEST, 0, b"next").await.unwrap();
+        write_frame(&mut wire, 11, KIND_REQUEST, 0, b"next")
+            .await
+            .unwrap();
         let mut reader = wire.as_slice();
         let frame = read_frame(&mut reader).await.unwrap().unwrap();
         assert!(matches!(frame, Frame::Oversized(h) if h.stream_id == 9));
@@ -216,7 +224,9 @@ mod tests {
     #[tokio::test]
     async fn truncated_frames_are_errors_not_eof() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, 1, KIND_REQUEST, 0, b"abcdef").await.unwrap();
+        write_frame(&mut wire, 1, KIND_REQUEST, 0, b"abcdef")
+            .await
+            .unwrap();
         wire.truncate(HEADER_LEN + 2);
         let err = read_frame(&mut wire.as_slice()).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);

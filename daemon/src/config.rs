@@ -1,0 +1,253 @@
+//! berthd's configuration file (`/etc/berth/config.toml`).
+//!
+//! The layout follows containerd's version 2 config where the settings
+//! mean the same (`root`, `state`, `[grpc] address`, `disabled_plugins`,
+//! `[plugins."<type>.<id>"]`), so an operator finds things where they
+//! expect. Command-line flags override the file; the file overrides the
+//! defaults `berthd config default` prints.
+
+use std::path::{Path, PathBuf};
+
+use berth_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Default persistent root.
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+/// Default per-boot state directory.
+pub const DEFAULT_STATE: &str = "/run/berth";
+/// Default gRPC socket.
+pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
+/// Default config file.
+pub const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Config layout version (2, as containerd's current layout).
+    pub version: u32,
+    /// Persistent data: metadata, content, snapshots.
+    pub root: PathBuf,
+    /// Per-boot state: bundles, shim sockets.
+    pub state: PathBuf,
+    /// Plugins not to load, as `<type>.<id>`.
+    pub disabled_plugins: Vec<String>,
+    /// The gRPC listener.
+    pub grpc: GrpcConfig,
+    /// The ttrpc listener shims send events to.
+    pub ttrpc: TtrpcConfig,
+    /// Logging.
+    pub debug: DebugConfig,
+    /// Seconds a graceful shutdown waits for calls in flight.
+    pub shutdown_timeout: u64,
+    /// Per-plugin sections, keyed `<type>.<id>`.
+    pub plugins: toml::Table,
+}
+
+/// `[grpc]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Unix socket path.
+    pub address: PathBuf,
+    /// Owner of the socket.
+    pub uid: u32,
+    /// Group of the socket (members may use the daemon: mode is 0660).
+    pub gid: u32,
+    /// Largest request accepted, in bytes.
+    pub max_recv_message_size: usize,
+    /// Largest response sent, in bytes.
+    pub max_send_message_size: usize,
+}
+
+/// `[ttrpc]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtrpcConfig {
+    /// Unix socket path; empty means `<grpc address>.ttrpc`.
+    pub address: PathBuf,
+}
+
+/// `[debug]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// trace, debug, info, warn or error.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            version: 2,
+            root: DEFAULT_ROOT.into(),
+            state: DEFAULT_STATE.into(),
+            disabled_plugins: Vec::new(),
+            grpc: GrpcConfig::default(),
+            ttrpc: TtrpcConfig::default(),
+            debug: DebugConfig::default(),
+            shutdown_timeout: 10,
+            plugins: toml::Table::new(),
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            address: DEFAULT_ADDRESS.into(),
+            uid: 0,
+            gid: 0,
+            max_recv_message_size: 16 << 20,
+            max_send_message_size: 16 << 20,
+        }
+    }
+}
+
+impl Default for TtrpcConfig {
+    fn default() -> Self {
+        Self {
+            address: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file. A missing file is an error only when `required`
+    /// (the operator named it); the default path may be absent.
+    pub fn load(path: &Path, required: bool) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(Error::io(format!("reading config {}", path.display()), &e)),
+        };
+        Self::parse(&text).map_err(|e| e.with_context(format!("config {}", path.display())))
+    }
+
+    /// Parses config text and checks it.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| Error::invalid_argument(e.to_string().trim().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.version != 2 {
+            return Err(Error::invalid_argument(format!(
+                "version = {} is not supported; use version = 2",
+                self.version
+            )));
+        }
+        for (name, path) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("grpc.address", &self.grpc.address),
+        ] {
+            if !path.is_absolute() {
+                return Err(Error::invalid_argument(format!(
+                    "{name} {:?} must be an absolute path",
+                    path
+                )));
+            }
+        }
+        if !self.ttrpc.address.as_os_str().is_empty() && !self.ttrpc.address.is_absolute() {
+            return Err(Error::invalid_argument(format!(
+                "ttrpc.address {:?} must be an absolute path",
+                self.ttrpc.address
+            )));
+        }
+        if self.root == self.state {
+            return Err(Error::invalid_argument(
+                "root and state must be different directories",
+            ));
+        }
+        crate::logging::parse_level(&self.debug.level)?;
+        for (key, section) in &self.plugins {
+            if !section.is_table() {
+                return Err(Error::invalid_argument(format!(
+                    "plugins.{key:?} must be a table"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ttrpc socket path (`<grpc address>.ttrpc` unless set).
+    pub fn ttrpc_address(&self) -> PathBuf {
+        if self.ttrpc.address.as_os_str().is_empty() {
+            let mut path = self.grpc.address.clone().into_os_string();
+            path.push(".ttrpc");
+            PathBuf::from(path)
+        } else {
+            self.ttrpc.address.clone()
+        }
+    }
+
+    /// The full default configuration, plugin sections included, as TOML.
+    pub fn default_toml(plugin_defaults: toml::Table) -> String {
+        let config = Self {
+            plugins: plugin_defaults,
+            ..Self::default()
+        };
+        toml::to_string_pretty(&config)
+            .unwrap_or_else(|e| format!("# cannot render defaults: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::ErrorKind;
+
+    #[test]
+    fn the_printed_default_parses_back_to_the_default() {
+        let text = Config::default_toml(toml::Table::new());
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+        assert!(text.contains("root = \"/var/lib/berth\""), "{text}");
+        assert!(text.contains("[grpc]"), "{text}");
+    }
+
+    #[test]
+    fn partial_files_keep_the_other_defaults() {
+        let config =
+            Config::parse("version = 2\nroot = \"/tmp/r\"\n[grpc]\naddress = \"/tmp/s.sock\"\n")
+                .unwrap();
+        assert_eq!(config.root, PathBuf::from("/tmp/r"));
+        assert_eq!(config.state, PathBuf::from(DEFAULT_STATE));
+        assert_eq!(config.grpc.max_recv_message_size, 16 << 20);
+        assert_eq!(config.ttrpc_address(), PathBuf::from("/tmp/s.sock.ttrpc"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = Config::parse("roots = \"/x\"").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("roots"), "{err}");
+        let err = Config::parse("root = \"relative\"").unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        let err = Config::parse("version = 1").unwrap_err();
+        assert!(err.to_string().contains("version = 1"), "{err}");
+        let err = Config::parse("[debug]\nlevel = \"loud\"").unwrap_err();
+        assert!(err.to_string().contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_but_a_named_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.toml");
+        assert_eq!(Config::load(&path, false).unwrap(), Config::default());
+        let err = Config::load(&path, true).unwrap_err();
+        assert!(err.to_string().contains("none.toml"), "{err}");
+    }
+}

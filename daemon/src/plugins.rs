@@ -1,0 +1,15 @@
+//! Which plugins berthd is made of. Every part is registered here, in the
+//! order that breaks ties when dependencies allow either.
+
+use berth_core::plugin::Registry;
+
+/// Every plugin berthd can run.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(berth_core::events::registration());
+    registry.register(berth_core::metadata::registration());
+    for registration in berth_services::registrations() {
+        registry.register(registration);
+    }
+    registry
+}

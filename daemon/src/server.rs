@@ -1,0 +1,232 @@
+//! Running berthd: lock the root, initialise plugins, serve gRPC on the
+//! Unix socket and ttrpc for shims, and shut down cleanly on SIGTERM/SIGINT.
+//!
+//! Shutdown: the signal fires the daemon-wide shutdown, which ends event
+//! subscriptions and health watches; the servers stop accepting and give
+//! calls in flight up to `shutdown_timeout` seconds; then both socket files
+//! are removed and the root lock is released. A second signal skips the wait.
+
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::containerd::services::events::ttrpc::v1::events_ttrpc::EventsServer as TtrpcEventsServer;
+use berth_core::events::{Exchange, TtrpcForwarder};
+use berth_core::plugin::{DaemonContext, GrpcService, PluginSet, types};
+use berth_core::shutdown::{self, ShutdownSignal};
+use berth_core::{Error, Result};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::{Routes, RoutesBuilder};
+
+use crate::config::Config;
+use crate::instance_lock::{claim_socket_path, lock_root};
+use crate::plugins;
+use crate::request_span::RequestSpanLayer;
+
+/// Mode of the API sockets: owner and group may connect.
+const SOCKET_MODE: u32 = 0o660;
+
+/// Mode of the root and state directories, as containerd makes them.
+const DIR_MODE: u32 = 0o711;
+
+/// Runs the daemon until it is told to stop.
+pub async fn run(config: Config) -> Result<()> {
+    create_dir(&config.root)?;
+    create_dir(&config.state)?;
+    let _lock = lock_root(&config.root)?;
+    let grpc_address = config.grpc.address.clone();
+    let ttrpc_address = config.ttrpc_address();
+    claim_socket_path(&grpc_address)?;
+    claim_socket_path(&ttrpc_address)?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    let context = DaemonContext {
+        root: config.root.clone(),
+        state: config.state.clone(),
+        grpc_address: grpc_address.clone(),
+        ttrpc_address: ttrpc_address.clone(),
+        max_recv_message_size: config.grpc.max_recv_message_size,
+        max_send_message_size: config.grpc.max_send_message_size,
+        shutdown: shutdown.clone(),
+    };
+    let plugins = plugins::registry()
+        .initialise(context, &config.plugins, &config.disabled_plugins)
+        .await?;
+    report_plugins(&plugins);
+
+    let grpc_listener = bind(&grpc_address, &config)?;
+    let ttrpc_listener = match bind(&ttrpc_address, &config) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = std::fs::remove_file(&grpc_address);
+            return Err(e);
+        }
+    };
+
+    let grace = Duration::from_secs(config.shutdown_timeout);
+    let grpc = tokio::spawn(serve_grpc(
+        routes(&plugins),
+        grpc_listener,
+        shutdown.clone(),
+    ));
+    let ttrpc = tokio::spawn(serve_ttrpc(
+        &plugins,
+        ttrpc_listener,
+        shutdown.clone(),
+        grace,
+    )?);
+    tracing::info!(
+        address = %grpc_address.display(),
+        ttrpc = %ttrpc_address.display(),
+        root = %config.root.display(),
+        state = %config.state.display(),
+        "berthd is serving"
+    );
+
+    let outcome = wait_for_stop(&shutdown).await;
+    trigger.fire();
+    tracing::info!("shutting down");
+    let servers = async {
+        let grpc_result = grpc.await;
+        let ttrpc_result = ttrpc.await;
+        (grpc_result, ttrpc_result)
+    };
+    tokio::select! {
+        (grpc_result, ttrpc_result) = servers => {
+            if let Ok(Err(e)) = grpc_result {
+                tracing::warn!(error = %e, "gRPC server ended with an error");
+            }
+            if let Ok(Err(e)) = ttrpc_result {
+                tracing::warn!(error = %e, "ttrpc server ended with an error");
+            }
+        }
+        () = tokio::time::sleep(grace) => tracing::warn!(seconds = grace.as_secs(), "calls still in flight after the shutdown timeout; stopping anyway"),
+        () = second_signal() => tracing::warn!("second signal: stopping at once"),
+    }
+    for path in [&grpc_address, &ttrpc_address] {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove socket");
+        }
+    }
+    tracing::info!("berthd stopped");
+    outcome
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), &e))
+}
+
+fn report_plugins(plugins: &PluginSet) {
+    for entry in plugins.entries() {
+        match &entry.instance {
+            Ok(_) => {
+                tracing::debug!(plugin = %format!("{}.{}", entry.plugin_type, entry.id), "plugin ready")
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %format!("{}.{}", entry.plugin_type, entry.id), error = %e, "plugin not available")
+            }
+        }
+    }
+}
+
+/// Binds a Unix socket with the API's mode and owner.
+fn bind(path: &Path, config: &Config) -> Result<UnixListener> {
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Error::io(format!("listening on {}", path.display()), &e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), &e))?;
+    let (uid, gid) = (config.grpc.uid, config.grpc.gid);
+    if uid != nix::unistd::geteuid().as_raw() || gid != nix::unistd::getegid().as_raw() {
+        nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).map_err(|e| {
+            Error::io(
+                format!("giving {} to {uid}:{gid}", path.display()),
+                &std::io::Error::from(e),
+            )
+        })?;
+    }
+    Ok(listener)
+}
+
+/// Routes to every gRPC plugin that initialised.
+fn routes(plugins: &PluginSet) -> Routes {
+    let mut routes = RoutesBuilder::default();
+    for entry in plugins.of_type(types::GRPC) {
+        if let Ok(service) = entry.get::<GrpcService>() {
+            service.add_to(&mut routes);
+        }
+    }
+    routes.routes()
+}
+
+/// Serves gRPC until shutdown, then lets calls in flight finish.
+async fn serve_grpc(
+    routes: Routes,
+    listener: UnixListener,
+    shutdown: ShutdownSignal,
+) -> Result<()> {
+    tonic::transport::Server::builder()
+        .layer(RequestSpanLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown.fired().await
+        })
+        .await
+        .map_err(|e| Error::internal(format!("gRPC server: {e}")))
+}
+
+/// Builds the ttrpc server shims forward events to.
+fn serve_ttrpc(
+    plugins: &Arc<PluginSet>,
+    listener: UnixListener,
+    shutdown: ShutdownSignal,
+    grace: Duration,
+) -> Result<impl Future<Output = Result<()>> + use<>> {
+    let exchange: Arc<Exchange> = plugins.get(types::EVENT)?;
+    let server = berth_api::ttrpc::Server::new()
+        .register(TtrpcEventsServer(Arc::new(TtrpcForwarder::new(exchange))));
+    Ok(async move {
+        server
+            .serve(listener, async move { shutdown.fired().await }, grace)
+            .await
+            .map_err(|e| Error::io("ttrpc server", &e))
+    })
+}
+
+/// Waits for SIGTERM or SIGINT (or an internal shutdown).
+async fn wait_for_stop(shutdown: &ShutdownSignal) -> Result<()> {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => return Err(Error::io("installing signal handlers", &e)),
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        () = shutdown.fired() => {}
+    }
+    Ok(())
+}
+
+async fn second_signal() {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs berth's whole test suite, as CI does: formatting, clippy, a build of
+# every binary (the integration tests run them), then every test. As root:
+# the integration tests start real daemons and use namespaces, mounts and
+# cgroups.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo test --workspace --locked

@@ -1,0 +1,197 @@
+//! Debian's `ctr`, pointed at a daemon's socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{binaries, wait};
+
+/// How long one `ctr` command may take before the test fails.
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `ctr -a <socket> -n <namespace> ...`.
+#[derive(Clone, Debug)]
+pub struct Ctr {
+    address: PathBuf,
+    namespace: String,
+}
+
+/// What a finished `ctr` command did.
+#[derive(Debug)]
+pub struct CtrOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Ctr {
+    /// `ctr` against the daemon at `address`, in namespace `default`.
+    pub fn new(address: &Path) -> Self {
+        Self {
+            address: address.to_path_buf(),
+            namespace: "default".to_string(),
+        }
+    }
+
+    /// The same client in another namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Self {
+        Self {
+            address: self.address.clone(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// The command, ready to run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binaries::host("ctr"));
+        command
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs a command to completion (bounded by a generous limit).
+    pub fn run(&self, args: &[&str]) -> CtrOutput {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr");
+        let output = wait_output(child, COMMAND_LIMIT, &format!("ctr {}", args.join(" ")));
+        CtrOutput {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ctr {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "ctr {} should have failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        out.stderr
+    }
+
+    /// Starts a long-running command (such as `ctr events`) in the background.
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let dir = tempfile::tempdir().expect("temp dir for ctr output");
+        let stdout_path = dir.path().join("stdout");
+        let stderr_path = dir.path().join("stderr");
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("spawn ctr");
+        Background {
+            child,
+            stdout_path,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+}
+
+fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait().expect("wait for child") {
+            Some(_) => return child.wait_with_output().expect("collect output"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("collect output");
+                panic!(
+                    "{what} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// A `ctr` command running in the background; killed when dropped.
+#[derive(Debug)]
+pub struct Background {
+    child: Child,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Background {
+    /// What it printed so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits until stdout has a line containing every one of `needles`.
+    pub fn wait_for_line(&self, needles: &[&str], limit: Duration) -> String {
+        wait::until(limit, &format!("a line with {needles:?}"), || {
+            self.stdout()
+                .lines()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+                .map(str::to_string)
+        })
+    }
+
+    /// Waits for the command to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        wait::until(limit, "the background command to exit", || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops it and returns everything it printed.
+    pub fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stdout()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
