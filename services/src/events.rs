@@ -11,10 +11,9 @@ use berth_api::containerd::services::events::v1::{
 use berth_core::Error;
 use berth_core::events::Exchange;
 use berth_core::filters::Filter;
-use berth_core::plugin::{GrpcService, Instance, Registration, types};
+use berth_core::plugin::{Registration, types};
 use futures_util::{Stream, StreamExt};
 use prost_types::Any;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::{self, namespace_optional};
@@ -92,11 +91,11 @@ pub fn registration() -> Registration {
         init: Box::new(|ctx| {
             Box::pin(async move {
                 let exchange: Arc<Exchange> = ctx.get(types::EVENT)?;
-                let server = EventsServer::new(EventsService::new(exchange))
-                    .max_decoding_message_size(ctx.daemon.max_recv_message_size)
-                    .max_encoding_message_size(ctx.daemon.max_send_message_size);
-                let service = GrpcService::new(InterceptedService::new(server, namespace_optional));
-                Ok(Arc::new(service) as Instance)
+                routed_service!(
+                    ctx,
+                    EventsServer::new(EventsService::new(exchange)),
+                    namespace_optional
+                )
             })
         }),
     }

@@ -4,16 +4,14 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use berth_api::grpc::health::v1::health_check_response::ServingStatus;
 use berth_api::grpc::health::v1::health_server::{Health, HealthServer};
 use berth_api::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
-use berth_core::plugin::{GrpcService, Instance, Registration, types};
+use berth_core::plugin::{GrpcService, Registration, types};
 use berth_core::shutdown::ShutdownSignal;
 use futures_util::Stream;
 use tonic::server::NamedService;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::namespace_optional;
@@ -135,12 +133,11 @@ pub fn registration() -> Registration {
                     .map(|service| service.name().to_string())
                     .collect();
                 names.push(<HealthServer<HealthService> as NamedService>::NAME.to_string());
-                let server =
-                    HealthServer::new(HealthService::new(names, ctx.daemon.shutdown.clone()))
-                        .max_decoding_message_size(ctx.daemon.max_recv_message_size)
-                        .max_encoding_message_size(ctx.daemon.max_send_message_size);
-                let service = GrpcService::new(InterceptedService::new(server, namespace_optional));
-                Ok(Arc::new(service) as Instance)
+                routed_service!(
+                    ctx,
+                    HealthServer::new(HealthService::new(names, ctx.daemon.shutdown.clone())),
+                    namespace_optional
+                )
             })
         }),
     }

@@ -15,9 +15,8 @@ use berth_api::containerd::services::introspection::v1::{
 };
 use berth_api::google::rpc::Status as RpcStatus;
 use berth_core::filters::{Adaptor, Filter, string_field};
-use berth_core::plugin::{GrpcService, Instance, PluginEntry, PluginSet, Registration, types};
+use berth_core::plugin::{PluginEntry, PluginSet, Registration, types};
 use berth_core::{Error, Result};
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::namespace_optional;
@@ -156,12 +155,11 @@ pub fn registration() -> Registration {
                 let uuid = tokio::task::spawn_blocking(move || load_or_create_uuid(&root))
                     .await
                     .map_err(|e| Error::internal(format!("server uuid: {e}")))??;
-                let server =
-                    IntrospectionServer::new(IntrospectionService::new(ctx.plugins(), uuid))
-                        .max_decoding_message_size(ctx.daemon.max_recv_message_size)
-                        .max_encoding_message_size(ctx.daemon.max_send_message_size);
-                let service = GrpcService::new(InterceptedService::new(server, namespace_optional));
-                Ok(Arc::new(service) as Instance)
+                routed_service!(
+                    ctx,
+                    IntrospectionServer::new(IntrospectionService::new(ctx.plugins(), uuid)),
+                    namespace_optional
+                )
             })
         }),
     }

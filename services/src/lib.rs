@@ -2,6 +2,23 @@
 //! berth-core, offered as a plugin; [`registrations`] lists them all for the
 //! daemon to wire up.
 
+/// Finishes a service plugin's init: applies the daemon's message size
+/// limits to a generated tonic server, puts it behind a namespace
+/// interceptor and returns it as the instance the daemon routes. (The size
+/// setters are inherent methods of each generated server, so no trait or
+/// function can take them generically.)
+macro_rules! routed_service {
+    ($ctx:expr, $server:expr, $interceptor:expr) => {{
+        let server = $server
+            .max_decoding_message_size($ctx.daemon.max_recv_message_size)
+            .max_encoding_message_size($ctx.daemon.max_send_message_size);
+        let service = berth_core::plugin::GrpcService::new(
+            tonic::service::interceptor::InterceptedService::new(server, $interceptor),
+        );
+        Ok(std::sync::Arc::new(service) as berth_core::plugin::Instance)
+    }};
+}
+
 pub mod events;
 pub mod health;
 pub mod introspection;

@@ -17,9 +17,8 @@ use berth_api::containerd::services::namespaces::v1::{
 use berth_core::events::Exchange;
 use berth_core::metadata::MetadataStore;
 use berth_core::metadata::namespaces::{self, LabelUpdate};
-use berth_core::plugin::{GrpcService, Instance, Registration, types};
+use berth_core::plugin::{Registration, types};
 use berth_core::{Error, Result};
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::{self, namespace_optional};
@@ -211,12 +210,11 @@ pub fn registration() -> Registration {
             Box::pin(async move {
                 let store: Arc<MetadataStore> = ctx.get(types::METADATA)?;
                 let events: Arc<Exchange> = ctx.get(types::EVENT)?;
-                let server =
-                    NamespacesServer::new(NamespacesService::new((*store).clone(), events))
-                        .max_decoding_message_size(ctx.daemon.max_recv_message_size)
-                        .max_encoding_message_size(ctx.daemon.max_send_message_size);
-                let service = GrpcService::new(InterceptedService::new(server, namespace_optional));
-                Ok(Arc::new(service) as Instance)
+                routed_service!(
+                    ctx,
+                    NamespacesServer::new(NamespacesService::new((*store).clone(), events)),
+                    namespace_optional
+                )
             })
         }),
     }

@@ -1,11 +1,8 @@
 //! Version: which berthd build answers (`ctr version`).
 
-use std::sync::Arc;
-
 use berth_api::containerd::services::version::v1::VersionResponse;
 use berth_api::containerd::services::version::v1::version_server::{Version, VersionServer};
-use berth_core::plugin::{GrpcService, Instance, Registration, types};
-use tonic::service::interceptor::InterceptedService;
+use berth_core::plugin::{Registration, types};
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::namespace_optional;
@@ -47,11 +44,7 @@ pub fn registration() -> Registration {
         default_config: None,
         init: Box::new(|ctx| {
             Box::pin(async move {
-                let server = VersionServer::new(VersionService)
-                    .max_decoding_message_size(ctx.daemon.max_recv_message_size)
-                    .max_encoding_message_size(ctx.daemon.max_send_message_size);
-                let service = GrpcService::new(InterceptedService::new(server, namespace_optional));
-                Ok(Arc::new(service) as Instance)
+                routed_service!(ctx, VersionServer::new(VersionService), namespace_optional)
             })
         }),
     }
