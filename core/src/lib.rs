@@ -5,9 +5,11 @@
 //! Services are thin layers over these; nothing here knows about gRPC
 //! transport beyond mapping error kinds to status codes.
 
+pub mod content;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod gc;
 pub mod identifiers;
 pub mod labels;
 pub mod metadata;

@@ -8,6 +8,8 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(berth_core::events::registration());
     registry.register(berth_core::metadata::registration());
+    registry.register(berth_core::content::registration());
+    registry.register(berth_core::gc::registration());
     for registration in berth_services::registrations() {
         registry.register(registration);
     }

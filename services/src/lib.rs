@@ -19,14 +19,33 @@ macro_rules! routed_service {
     }};
 }
 
+pub mod containers;
+pub mod content;
 pub mod events;
 pub mod health;
+pub mod images;
 pub mod introspection;
+pub mod lease_header;
+pub mod leases;
 pub mod namespace_header;
 pub mod namespaces;
 pub mod version;
 
+use berth_core::events::Exchange;
 use berth_core::plugin::Registration;
+
+/// Publishes the event of a change that is already committed: a failure to
+/// publish is logged, not turned into a failed request.
+pub(crate) fn publish<M: prost::Message + prost::Name>(
+    events: &Exchange,
+    namespace: &str,
+    topic: &str,
+    event: &M,
+) {
+    if let Err(e) = events.publish(namespace, topic, event) {
+        tracing::warn!(topic, error = %e, "publishing event failed");
+    }
+}
 
 /// Every gRPC service plugin this crate offers.
 pub fn registrations() -> Vec<Registration> {
@@ -35,6 +54,10 @@ pub fn registrations() -> Vec<Registration> {
         introspection::registration(),
         namespaces::registration(),
         events::registration(),
+        content::registration(),
+        images::registration(),
+        containers::registration(),
+        leases::registration(),
         health::registration(),
     ]
 }

@@ -2,7 +2,6 @@
 //! Not itself namespaced: the header, when present, only says which
 //! namespace the create and update events are published in.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_api::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
@@ -14,14 +13,16 @@ use berth_api::containerd::services::namespaces::v1::{
     GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace,
     UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
+use berth_core::Error;
 use berth_core::events::Exchange;
+use berth_core::labels::LabelUpdate;
 use berth_core::metadata::MetadataStore;
-use berth_core::metadata::namespaces::{self, LabelUpdate};
+use berth_core::metadata::namespaces;
 use berth_core::plugin::{Registration, types};
-use berth_core::{Error, Result};
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::{self, namespace_optional};
+use crate::publish;
 
 /// Answers the Namespaces service from the metadata store.
 #[derive(Debug)]
@@ -35,45 +36,6 @@ impl NamespacesService {
     pub fn new(store: MetadataStore, events: Arc<Exchange>) -> Self {
         Self { store, events }
     }
-
-    fn publish<M: prost::Message + prost::Name>(&self, namespace: &str, topic: &str, event: &M) {
-        // The change is committed; an event that cannot be sent is logged,
-        // not turned into a failed request.
-        if let Err(e) = self.events.publish(namespace, topic, event) {
-            tracing::warn!(topic, error = %e, "publishing event failed");
-        }
-    }
-}
-
-/// Translates an update mask into a label change; only labels are mutable.
-fn label_update(
-    name: &str,
-    labels: HashMap<String, String>,
-    paths: &[String],
-) -> Result<LabelUpdate> {
-    if paths.is_empty() {
-        return Ok(LabelUpdate::ReplaceAll(labels));
-    }
-    let mut keys = Vec::new();
-    for path in paths {
-        if path == "labels" {
-            return Ok(LabelUpdate::ReplaceAll(labels));
-        }
-        match path.strip_prefix("labels.") {
-            Some(key) if !key.is_empty() => {
-                keys.push((
-                    key.to_string(),
-                    labels.get(key).cloned().unwrap_or_default(),
-                ));
-            }
-            _ => {
-                return Err(Error::invalid_argument(format!(
-                    "namespace {name:?}: cannot update {path:?} field"
-                )));
-            }
-        }
-    }
-    Ok(LabelUpdate::Keys(keys))
 }
 
 #[tonic::async_trait]
@@ -130,7 +92,8 @@ impl Namespaces for NamespacesService {
             .await?;
         let name = namespace.name;
         tracing::info!(namespace = %name, "namespace created");
-        self.publish(
+        publish(
+            &self.events,
             publish_in.as_deref().unwrap_or(&name),
             "/namespaces/create",
             &NamespaceCreate {
@@ -157,13 +120,15 @@ impl Namespaces for NamespacesService {
             .ok_or_else(|| Error::invalid_argument("namespace must be set"))?;
         let name = namespace.name;
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
-        let update = label_update(&name, namespace.labels, &paths)?;
+        let update =
+            LabelUpdate::from_mask(&format!("namespace {name:?}"), namespace.labels, &paths)?;
         let target = name.clone();
         let record = self
             .store
             .write(move |txn| namespaces::update_labels(txn, &target, update))
             .await?;
-        self.publish(
+        publish(
+            &self.events,
             publish_in.as_deref().unwrap_or(&name),
             "/namespaces/update",
             &NamespaceUpdate {
@@ -190,7 +155,8 @@ impl Namespaces for NamespacesService {
             .await?;
         tracing::info!(namespace = %name, "namespace deleted");
         // The delete event belongs to the namespace that went away.
-        self.publish(
+        publish(
+            &self.events,
             &name,
             "/namespaces/delete",
             &NamespaceDelete { name: name.clone() },
@@ -217,52 +183,5 @@ pub fn registration() -> Registration {
                 )
             })
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use berth_core::ErrorKind;
-
-    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn masks_map_to_label_updates() {
-        let l = labels(&[("c", "d")]);
-        assert_eq!(
-            label_update("n", l.clone(), &[]).unwrap(),
-            LabelUpdate::ReplaceAll(l.clone())
-        );
-        assert_eq!(
-            label_update("n", l.clone(), &["labels".into()]).unwrap(),
-            LabelUpdate::ReplaceAll(l.clone())
-        );
-        assert_eq!(
-            label_update("n", l.clone(), &["labels.c".into(), "labels.gone".into()]).unwrap(),
-            LabelUpdate::Keys(vec![
-                ("c".into(), "d".into()),
-                ("gone".into(), String::new())
-            ])
-        );
-        // Everything after "labels." is the key, dots and slashes included.
-        assert_eq!(
-            label_update("n", labels(&[("a.b/c", "1")]), &["labels.a.b/c".into()]).unwrap(),
-            LabelUpdate::Keys(vec![("a.b/c".into(), "1".into())])
-        );
-    }
-
-    #[test]
-    fn other_paths_are_invalid() {
-        for path in ["name", "labels.", "annotations"] {
-            let err = label_update("n1", HashMap::new(), &[path.to_string()]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-            assert!(err.to_string().contains("namespace \"n1\""), "{err}");
-        }
     }
 }

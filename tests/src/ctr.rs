@@ -100,6 +100,29 @@ impl Ctr {
         out.stderr
     }
 
+    /// Starts `ctr events [filters]` and returns once its subscription is
+    /// live: it creates and removes probe namespaces until the subscriber
+    /// has printed one, so every later event is certainly seen. The filters
+    /// must let `/namespaces/create` events through.
+    pub fn subscribe(&self, filters: &[&str]) -> Background {
+        let mut args = vec!["events"];
+        args.extend_from_slice(filters);
+        let events = self.spawn(&args);
+        for attempt in 0..100 {
+            let probe = format!("subscription-probe-{attempt}");
+            self.ok(&["namespaces", "create", &probe]);
+            self.ok(&["namespaces", "rm", &probe]);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < deadline {
+                if events.stdout().contains(&format!("\"{probe}\"")) {
+                    return events;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("ctr events never saw a probe event: {}", events.stderr());
+    }
+
     /// Starts a long-running command (such as `ctr events`) in the background.
     pub fn spawn(&self, args: &[&str]) -> Background {
         let dir = tempfile::tempdir().expect("temp dir for ctr output");

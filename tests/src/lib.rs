@@ -13,5 +13,6 @@ pub mod binaries;
 pub mod containerd;
 pub mod ctr;
 pub mod daemon;
+pub mod images;
 pub mod wait;
 pub mod wire_compat;

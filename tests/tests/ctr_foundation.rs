@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use berth_tests::ctr::{Background, Ctr};
 use berth_tests::daemon::Daemon;
 
 const EVENT_WAIT: Duration = Duration::from_secs(20);
@@ -161,34 +160,12 @@ fn plugins_ls_lists_every_plugin_ok_and_filters_by_type() {
     );
 }
 
-/// Waits until every subscriber has seen a probe event, so that what a test
-/// does next is certainly observed by all of them.
-fn wait_subscribed(ctr: &Ctr, subscribers: &[&Background]) {
-    for attempt in 0.. {
-        let probe = format!("probe{attempt}");
-        ctr.ok(&["namespaces", "create", &probe]);
-        ctr.ok(&["namespaces", "rm", &probe]);
-        let deadline = std::time::Instant::now() + Duration::from_millis(500);
-        while std::time::Instant::now() < deadline {
-            if subscribers
-                .iter()
-                .all(|s| s.stdout().contains(&format!("\"{probe}\"")))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(attempt < 40, "subscribers never saw a probe event");
-    }
-}
-
 #[test]
 fn events_show_namespace_changes_with_json_bodies_and_filter_by_topic() {
     let daemon = Daemon::start();
     let ctr = daemon.ctr();
-    let all = ctr.spawn(&["events"]);
-    let creates = ctr.spawn(&["events", r#"topic=="/namespaces/create""#]);
-    wait_subscribed(&ctr, &[&all, &creates]);
+    let all = ctr.subscribe(&[]);
+    let creates = ctr.subscribe(&[r#"topic=="/namespaces/create""#]);
 
     ctr.ok(&["namespaces", "create", "n1", "a=b"]);
     ctr.ok(&["namespaces", "label", "n1", "c=d"]);

@@ -2,12 +2,21 @@
 //!
 //! ```text
 //! <root>/meta.redb
-//! ├── meta         "schema_version" -> u64      (SCHEMA_VERSION below)
-//! └── namespaces   <name>           -> berth.metadata.v1.NamespaceRecord
-//!                                      {labels, created_at, updated_at}
+//! ├── meta             "schema_version"                -> u64 (SCHEMA_VERSION below)
+//! ├── namespaces       name                            -> berth.metadata.v1.NamespaceRecord
+//! ├── images           (namespace, name)               -> containerd.services.images.v1.Image
+//! ├── containers       (namespace, id)                 -> containerd.services.containers.v1.Container
+//! ├── content_blobs    (namespace, digest)             -> containerd.services.content.v1.Info
+//! ├── content_ingests  (namespace, ref)                -> berth.metadata.v1.IngestRecord
+//! ├── leases           (namespace, id)                 -> containerd.services.leases.v1.Lease
+//! └── lease_resources  (namespace, lease, type, id)    -> ()
+//!                      type: "content" (digest), "ingests" (ref), "snapshots/<name>" (key)
 //! ```
-//! Values are protobuf records (`proto/berth/metadata/v1/metadata.proto`), so
-//! a field added later reads as its default in old records. Each change the
+//! Values are protobuf records: berth's own (`proto/berth/metadata/v1`) or
+//! the API's own messages where those carry exactly what is stored, so a
+//! field added later reads as its default in old records. Blobs are shared
+//! between namespaces on disk; a namespace sees a blob only through its own
+//! `content_blobs` record. Each change the
 //! API makes is one write transaction, committed with redb's immediate
 //! durability (fsync before commit returns), so a crash leaves either the
 //! whole change or none of it.
@@ -16,7 +25,13 @@
 //! [`MIGRATIONS`] that rewrites the old layout in place, and redraw the tree
 //! above. A store written by a newer berthd is refused rather than misread.
 
+pub mod containers;
+pub mod content;
+pub mod gc;
+pub mod images;
+pub mod leases;
 pub mod namespaces;
+mod records;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,7 +215,49 @@ fn read_version(txn: &ReadTransaction) -> Result<u64> {
 /// missing table.
 fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(namespaces::TABLE).map_err(store_error)?;
+    for def in [
+        images::IMAGES.def,
+        containers::CONTAINERS.def,
+        content::BLOBS.def,
+        content::INGESTS.def,
+        leases::LEASES.def,
+    ] {
+        txn.open_table(def).map_err(store_error)?;
+    }
+    txn.open_table(leases::RESOURCES).map_err(store_error)?;
     Ok(())
+}
+
+/// What kinds of objects still live in `namespace` (for refusing to delete
+/// a namespace that is not empty), in the order containerd names them.
+pub(crate) fn objects_in_namespace(
+    txn: &WriteTransaction,
+    namespace: &str,
+) -> Result<Vec<&'static str>> {
+    let mut kinds = Vec::new();
+    let mut check = |kind: &'static str, present: bool| {
+        if present {
+            kinds.push(kind);
+        }
+    };
+    let table = |def| txn.open_table(def).map_err(store_error);
+    check(
+        "images",
+        images::IMAGES.any_in(&table(images::IMAGES.def)?, namespace)?,
+    );
+    check(
+        "content",
+        content::BLOBS.any_in(&table(content::BLOBS.def)?, namespace)?,
+    );
+    check(
+        "containers",
+        containers::CONTAINERS.any_in(&table(containers::CONTAINERS.def)?, namespace)?,
+    );
+    check(
+        "leases",
+        leases::LEASES.any_in(&table(leases::LEASES.def)?, namespace)?,
+    );
+    Ok(kinds)
 }
 
 async fn run_blocking<T: Send + 'static>(

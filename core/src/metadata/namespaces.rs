@@ -8,19 +8,11 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::store_error;
 use crate::error::{Error, Result};
-use crate::{identifiers, labels, timestamps};
+use crate::labels::{self, LabelUpdate};
+use crate::{identifiers, timestamps};
 
 /// name -> encoded [`NamespaceRecord`].
 pub(super) const TABLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("namespaces");
-
-/// How an update changes labels.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LabelUpdate {
-    /// Replace every label with these (an empty field mask, or `labels`).
-    ReplaceAll(HashMap<String, String>),
-    /// Set or, when the value is empty, remove single keys (`labels.<key>` paths).
-    Keys(Vec<(String, String)>),
-}
 
 fn decode(name: &str, bytes: &[u8]) -> Result<NamespaceRecord> {
     NamespaceRecord::decode(bytes)
@@ -71,7 +63,7 @@ pub fn create(
     let now = timestamps::now();
     let record = NamespaceRecord {
         // Empty values mean "no label" everywhere else; do not store them.
-        labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        labels: labels::without_empty(labels),
         created_at: Some(now),
         updated_at: Some(now),
     };
@@ -132,13 +124,27 @@ pub fn update_labels(
     Ok(record)
 }
 
-/// Deletes an empty namespace; NotFound if there is none.
+/// Deletes an empty namespace; NotFound if there is none, and
+/// FailedPrecondition while it holds images, content, containers or leases.
 pub fn delete(txn: &WriteTransaction, name: &str) -> Result<()> {
     validate_name(name)?;
-    let mut table = txn.open_table(TABLE).map_err(store_error)?;
-    if table.remove(name).map_err(store_error)?.is_none() {
-        return Err(not_found(name));
+    {
+        let table = txn.open_table(TABLE).map_err(store_error)?;
+        if table.get(name).map_err(store_error)?.is_none() {
+            return Err(not_found(name));
+        }
     }
+    let remaining = super::objects_in_namespace(txn, name)?;
+    if !remaining.is_empty() {
+        return Err(Error::failed_precondition(format!(
+            "namespace {name:?} must be empty, but it still has {}",
+            remaining.join(", ")
+        )));
+    }
+    // Ingests left by interrupted writes do not keep a namespace alive.
+    super::content::INGESTS.remove_namespace(txn, name)?;
+    let mut table = txn.open_table(TABLE).map_err(store_error)?;
+    table.remove(name).map_err(store_error)?;
     Ok(())
 }
 

@@ -1,0 +1,382 @@
+//! Test images built from Debian's busybox-static with no network.
+//!
+//! [`busybox`] writes a one-layer image as an OCI layout tar and as a
+//! docker-archive tar. The output is reproducible: the same busybox binary
+//! gives byte-identical archives (sorted entries, fixed times, root
+//! ownership, gzip without a name or time). Archives are cached under the
+//! system temp dir, keyed by the busybox binary's digest, and published
+//! with an atomic rename so parallel test processes share them safely.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use sha2::{Digest as _, Sha256};
+
+/// Fixed time of every tar entry and of the image config (2024-01-01).
+pub const EPOCH: u64 = 1_704_067_200;
+
+/// The image name the archives carry.
+pub const BUSYBOX_NAME: &str = "docker.io/berth/busybox:latest";
+
+/// A built image and its archives.
+#[derive(Clone, Debug)]
+pub struct TestImage {
+    /// Name recorded in the archives.
+    pub name: String,
+    /// OCI image layout as a tar (`ctr images import` input).
+    pub oci_tar: PathBuf,
+    /// docker-archive tar (`docker save` format).
+    pub docker_tar: PathBuf,
+    /// Digest of the OCI manifest.
+    pub manifest_digest: String,
+    /// Digest of the image config.
+    pub config_digest: String,
+    /// Digest of the compressed layer blob.
+    pub layer_digest: String,
+    /// Digest of the uncompressed layer (its diff id).
+    pub diff_id: String,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The OCI architecture name of this machine.
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// A file to put into a tar: contents, or a symlink target, or a directory.
+enum Entry {
+    Dir(u32),
+    File(u32, Vec<u8>),
+    Symlink(String),
+}
+
+fn tar_bytes(entries: &BTreeMap<String, Entry>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, entry) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(EPOCH);
+        header.set_uid(0);
+        header.set_gid(0);
+        match entry {
+            Entry::Dir(mode) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, format!("{path}/"), std::io::empty())
+                    .expect("tar dir");
+            }
+            Entry::File(mode, data) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(data.len() as u64);
+                builder
+                    .append_data(&mut header, path, data.as_slice())
+                    .expect("tar file");
+            }
+            Entry::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, path, target)
+                    .expect("tar symlink");
+            }
+        }
+    }
+    builder.into_inner().expect("tar finish")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip finish")
+}
+
+/// The busybox root filesystem: the binary, a symlink per applet, and a few
+/// files in /etc.
+fn busybox_rootfs(busybox: &Path) -> BTreeMap<String, Entry> {
+    let mut entries = BTreeMap::new();
+    for dir in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "var",
+        "var/www",
+    ] {
+        entries.insert(dir.to_string(), Entry::Dir(0o755));
+    }
+    entries.insert("root".into(), Entry::Dir(0o700));
+    entries.insert("tmp".into(), Entry::Dir(0o1777));
+    let binary = std::fs::read(busybox)
+        .unwrap_or_else(|e| panic!("{}: {e} (install busybox-static)", busybox.display()));
+    entries.insert("bin/busybox".into(), Entry::File(0o755, binary));
+    let list = std::process::Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .expect("busybox --list-full");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim().trim_start_matches('/');
+        if applet.is_empty() || applet == "bin/busybox" {
+            continue;
+        }
+        if let Some(parent) = Path::new(applet).parent().and_then(Path::to_str)
+            && !parent.is_empty()
+        {
+            entries
+                .entry(parent.to_string())
+                .or_insert(Entry::Dir(0o755));
+        }
+        entries.insert(applet.to_string(), Entry::Symlink("/bin/busybox".into()));
+    }
+    let file = |text: &str| Entry::File(0o644, text.as_bytes().to_vec());
+    entries.insert(
+        "etc/passwd".into(),
+        file("root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+    );
+    entries.insert(
+        "etc/group".into(),
+        file("root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n"),
+    );
+    entries.insert(
+        "etc/hosts".into(),
+        file("127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
+    );
+    entries.insert(
+        "var/www/index.html".into(),
+        file("<html><body>busybox httpd</body></html>\n"),
+    );
+    entries
+}
+
+/// Builds both archives of a one-layer image into `dir`.
+fn build(dir: &Path, name: &str, layer_tar: &[u8]) -> TestImage {
+    let diff_id = format!("sha256:{}", sha256_hex(layer_tar));
+    let layer_gz = gzip(layer_tar);
+    let layer_digest = format!("sha256:{}", sha256_hex(&layer_gz));
+    let arch = oci_arch();
+    let config = format!(
+        concat!(
+            r#"{{"created":"2024-01-01T00:00:00Z","architecture":"{arch}","os":"linux","#,
+            r#""config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"}},"#,
+            r#""rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"#,
+            r#""history":[{{"created":"2024-01-01T00:00:00Z","created_by":"berth test fixture"}}]}}"#
+        ),
+        arch = arch,
+        diff_id = diff_id
+    );
+    let config_digest = format!("sha256:{}", sha256_hex(config.as_bytes()));
+    let manifest = format!(
+        concat!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+            r#""config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"#,
+            r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{layer_size}}}]}}"#
+        ),
+        config_digest = config_digest,
+        config_size = config.len(),
+        layer_digest = layer_digest,
+        layer_size = layer_gz.len()
+    );
+    let manifest_digest = format!("sha256:{}", sha256_hex(manifest.as_bytes()));
+    let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let index = format!(
+        concat!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"#,
+            r#""mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{manifest_size},"#,
+            r#""platform":{{"architecture":"{arch}","os":"linux"}},"#,
+            r#""annotations":{{"io.containerd.image.name":"{name}","org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#
+        ),
+        manifest_digest = manifest_digest,
+        manifest_size = manifest.len(),
+        arch = arch,
+        name = name,
+        tag = tag
+    );
+
+    let blob = |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+    let mut oci = BTreeMap::new();
+    oci.insert("blobs".to_string(), Entry::Dir(0o755));
+    oci.insert("blobs/sha256".to_string(), Entry::Dir(0o755));
+    oci.insert(
+        blob(&config_digest),
+        Entry::File(0o644, config.clone().into_bytes()),
+    );
+    oci.insert(
+        blob(&manifest_digest),
+        Entry::File(0o644, manifest.into_bytes()),
+    );
+    oci.insert(blob(&layer_digest), Entry::File(0o644, layer_gz));
+    oci.insert(
+        "index.json".to_string(),
+        Entry::File(0o644, index.into_bytes()),
+    );
+    oci.insert(
+        "oci-layout".to_string(),
+        Entry::File(0o644, br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    );
+
+    let config_file = format!("{}.json", config_digest.trim_start_matches("sha256:"));
+    let layer_dir = diff_id.trim_start_matches("sha256:").to_string();
+    let docker_manifest = format!(
+        r#"[{{"Config":"{config_file}","RepoTags":["{name}"],"Layers":["{layer_dir}/layer.tar"]}}]"#
+    );
+    let mut docker = BTreeMap::new();
+    docker.insert(config_file, Entry::File(0o644, config.into_bytes()));
+    docker.insert(layer_dir.clone(), Entry::Dir(0o755));
+    docker.insert(
+        format!("{layer_dir}/layer.tar"),
+        Entry::File(0o644, layer_tar.to_vec()),
+    );
+    docker.insert(
+        "manifest.json".to_string(),
+        Entry::File(0o644, docker_manifest.into_bytes()),
+    );
+
+    let image = TestImage {
+        name: name.to_string(),
+        oci_tar: dir.join("oci.tar"),
+        docker_tar: dir.join("docker.tar"),
+        manifest_digest,
+        config_digest,
+        layer_digest,
+        diff_id,
+    };
+    std::fs::write(&image.oci_tar, tar_bytes(&oci)).expect("write oci tar");
+    std::fs::write(&image.docker_tar, tar_bytes(&docker)).expect("write docker tar");
+    image
+}
+
+/// Builds (once per cache key) and returns an image made by `make_layer`.
+fn cached(key: &str, name: &str, make_layer: impl FnOnce() -> Vec<u8>) -> TestImage {
+    let root = std::env::temp_dir().join("berth-fixtures");
+    let final_dir = root.join(key);
+    let marker = final_dir.join("image.txt");
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        return parse_marker(&final_dir, &text);
+    }
+    std::fs::create_dir_all(&root).expect("fixture root");
+    let staging = tempfile::Builder::new()
+        .prefix(".staging")
+        .tempdir_in(&root)
+        .expect("staging dir");
+    let image = build(staging.path(), name, &make_layer());
+    std::fs::write(
+        staging.path().join("image.txt"),
+        format!(
+            "{}\n{}\n{}\n{}\n{}\n",
+            image.name,
+            image.manifest_digest,
+            image.config_digest,
+            image.layer_digest,
+            image.diff_id
+        ),
+    )
+    .expect("marker");
+    let staged = staging.keep();
+    // Another process may have published the same image meanwhile; either copy is identical.
+    if std::fs::rename(&staged, &final_dir).is_err() {
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    parse_marker(
+        &final_dir,
+        &std::fs::read_to_string(&marker).expect("published fixture"),
+    )
+}
+
+fn parse_marker(dir: &Path, text: &str) -> TestImage {
+    let lines: Vec<&str> = text.lines().collect();
+    TestImage {
+        name: lines[0].to_string(),
+        oci_tar: dir.join("oci.tar"),
+        docker_tar: dir.join("docker.tar"),
+        manifest_digest: lines[1].to_string(),
+        config_digest: lines[2].to_string(),
+        layer_digest: lines[3].to_string(),
+        diff_id: lines[4].to_string(),
+    }
+}
+
+/// The one-layer busybox image (OCI tar and docker-archive tar).
+pub fn busybox() -> TestImage {
+    static IMAGE: OnceLock<TestImage> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let busybox = PathBuf::from("/bin/busybox");
+            let binary = std::fs::read(&busybox).expect("/bin/busybox (install busybox-static)");
+            let key = format!("busybox-v1-{}", &sha256_hex(&binary)[..16]);
+            cached(&key, BUSYBOX_NAME, || tar_bytes(&busybox_rootfs(&busybox)))
+        })
+        .clone()
+}
+
+/// An image whose one layer holds `size` bytes of deterministic noise (it
+/// does not compress), for imports that must take a while.
+pub fn noise(name: &str, size: usize) -> TestImage {
+    let key = format!("noise-v1-{size}-{}", &sha256_hex(name.as_bytes())[..12]);
+    cached(&key, name, || {
+        let mut data = vec![0u8; size];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for chunk in data.chunks_mut(8) {
+            // xorshift64*: cheap, deterministic, incompressible enough.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let value = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&value[..chunk.len()]);
+        }
+        let mut entries = BTreeMap::new();
+        entries.insert("noise".to_string(), Entry::File(0o644, data));
+        tar_bytes(&entries)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_are_byte_identical() {
+        let rootfs = || tar_bytes(&busybox_rootfs(Path::new("/bin/busybox")));
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = build(a.path(), BUSYBOX_NAME, &rootfs());
+        let second = build(b.path(), BUSYBOX_NAME, &rootfs());
+        assert_eq!(first.manifest_digest, second.manifest_digest);
+        assert_eq!(
+            std::fs::read(&first.oci_tar).unwrap(),
+            std::fs::read(&second.oci_tar).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(&first.docker_tar).unwrap(),
+            std::fs::read(&second.docker_tar).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_layer_holds_busybox_and_its_applets() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = tar_bytes(&busybox_rootfs(Path::new("/bin/busybox")));
+        let image = build(dir.path(), BUSYBOX_NAME, &layer);
+        assert_eq!(image.diff_id, format!("sha256:{}", sha256_hex(&layer)));
+        let mut archive = tar::Archive::new(layer.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        for wanted in ["bin/busybox", "bin/sh", "etc/passwd", "tmp/"] {
+            assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+        }
+    }
+}
