@@ -324,17 +324,13 @@ async fn health_reports_serving_for_the_server_and_its_services() {
 
 #[tokio::test]
 async fn unregistered_services_are_unimplemented() {
-    use berth_api::containerd::services::content::v1::InfoRequest;
-    use berth_api::containerd::services::content::v1::content_client::ContentClient;
+    // Tasks is not served until berth runs containers.
+    use berth_api::containerd::services::tasks::v1::ListTasksRequest;
+    use berth_api::containerd::services::tasks::v1::tasks_client::TasksClient;
     let daemon = Daemon::start();
-    let mut content = ContentClient::new(daemon.channel().await);
-    let status = content
-        .info(namespaced(
-            "default",
-            InfoRequest {
-                digest: "sha256:00".into(),
-            },
-        ))
+    let mut tasks = TasksClient::new(daemon.channel().await);
+    let status = tasks
+        .list(namespaced("default", ListTasksRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
