@@ -194,7 +194,9 @@ fn remove_unreferenced(store: &ContentStore, live: &content::Live) -> Result<(us
                             blobs.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(%digest, error = %e, "cannot remove unreferenced blob"),
+                        Err(e) => {
+                            tracing::warn!(%digest, error = %e, "cannot remove unreferenced blob")
+                        }
                     }
                 }
             });

@@ -458,3 +458,45 @@ async fn an_active_writer_survives_collection() {
     gc.collect().await.unwrap();
     assert_eq!(present(&f, "a", &digest).await, (true, true));
 }
+
+#[tokio::test]
+async fn collection_runs_by_itself_when_a_lease_expires() {
+    let f = fixture();
+    let expiry = timestamps::format_rfc3339(SystemTime::now() + Duration::from_millis(700));
+    f.meta
+        .write(move |txn| {
+            lease_meta::create(
+                txn,
+                "a",
+                "short",
+                labels(&[("containerd.io/gc.expire", &expiry)]),
+            )
+            .map(|_| ())
+        })
+        .await
+        .unwrap();
+    let mut writer = f
+        .content
+        .writer("a", "r", 0, None, Some("short".into()))
+        .await
+        .unwrap();
+    writer.write(b"until expiry".to_vec()).await.unwrap();
+    let digest = writer.commit(0, None, HashMap::new()).await.unwrap();
+    let _gc = collector(&f);
+    // No one asks for a pass: the collector wakes at the expiry on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while present(&f, "a", &digest).await != (false, false) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blob outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        f.meta
+            .read(|txn| lease_meta::get(txn, "a", "short"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
