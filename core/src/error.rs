@@ -261,10 +261,7 @@ mod tests {
     fn containerd_codes_match() {
         assert_eq!(ErrorKind::NotImplemented.code(), Code::Unimplemented);
         assert_eq!(ErrorKind::Internal.code(), Code::Unknown);
-        assert_eq!(
-            ErrorKind::FailedPrecondition.code(),
-            Code::FailedPrecondition
-        );
+        assert_eq!(ErrorKind::FailedPrecondition.code(), Code::FailedPrecondition);
     }
 
     #[test]
@@ -281,10 +278,7 @@ mod tests {
     #[test]
     fn io_errors_keep_their_meaning() {
         let full = io::Error::from_raw_os_error(28);
-        assert_eq!(
-            Error::io("writing blob", &full).kind(),
-            ErrorKind::ResourceExhausted
-        );
+        assert_eq!(Error::io("writing blob", &full).kind(), ErrorKind::ResourceExhausted);
         let missing = io::Error::from(io::ErrorKind::NotFound);
         assert_eq!(Error::io("opening", &missing).kind(), ErrorKind::NotFound);
         let other = io::Error::other("boom");
@@ -297,9 +291,6 @@ mod tests {
     fn with_context_keeps_the_kind() {
         let err = Error::invalid_argument("label \"a\"").with_context("namespace \"n\"");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(
-            err.to_string(),
-            "namespace \"n\": label \"a\": invalid argument"
-        );
+        assert_eq!(err.to_string(), "namespace \"n\": label \"a\": invalid argument");
     }
 }

@@ -3,7 +3,9 @@
 //! A pass sweeps the metadata ([`crate::metadata::gc`]) and then, holding
 //! the content store's GC lock (commits hold it shared), deletes every blob
 //! no namespace records and every ingest directory no record or writer
-//! owns. One failing removal is logged and the pass goes on.
+//! owns; holding the snapshotters' GC lock, it removes every backend
+//! snapshot no namespace record refers to, children before parents. One
+//! failing removal is logged and the pass goes on.
 //!
 //! Passes run after deletions ([`GarbageCollector::schedule`]), when the
 //! next lease or ingest expires, once at startup, and on demand for calls
@@ -19,9 +21,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
-use crate::metadata::{MetadataStore, content, gc as metadata_gc};
+use crate::metadata::{MetadataStore, content, gc as metadata_gc, snapshots};
 use crate::plugin::{Instance, Registration, types};
 use crate::shutdown::ShutdownSignal;
+use crate::snapshots::{Snapshotter, Snapshotters};
 
 /// Blob files deleted at once by a pass.
 const UNLINK_WORKERS: usize = 4;
@@ -39,6 +42,10 @@ pub struct GcStats {
     pub blob_files: usize,
     /// Ingest directories deleted.
     pub ingest_dirs: usize,
+    /// Snapshot records removed from namespaces.
+    pub snapshot_records: usize,
+    /// Backend snapshots removed.
+    pub backend_snapshots: usize,
 }
 
 type PassOutcome = (u64, std::result::Result<GcStats, Error>);
@@ -46,6 +53,7 @@ type PassOutcome = (u64, std::result::Result<GcStats, Error>);
 struct Inner {
     meta: MetadataStore,
     content: Arc<ContentStore>,
+    snapshotters: Arc<Snapshotters>,
     requested: AtomicU64,
     wake: Notify,
     completed: watch::Sender<PassOutcome>,
@@ -69,6 +77,7 @@ impl GarbageCollector {
     pub fn start(
         meta: MetadataStore,
         content: Arc<ContentStore>,
+        snapshotters: Arc<Snapshotters>,
         shutdown: ShutdownSignal,
     ) -> Self {
         let (completed, _) = watch::channel((0, Ok(GcStats::default())));
@@ -76,6 +85,7 @@ impl GarbageCollector {
             inner: Arc::new(Inner {
                 meta,
                 content,
+                snapshotters,
                 requested: AtomicU64::new(1),
                 wake: Notify::new(),
                 completed,
@@ -110,9 +120,7 @@ impl GarbageCollector {
         let mut next_expiry: Option<SystemTime> = None;
         loop {
             let sleep = next_expiry.map(|at| {
-                let wait = at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
+                let wait = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
                 tokio::time::sleep_until((Instant::now() + wait).into())
             });
             tokio::select! {
@@ -155,20 +163,84 @@ impl GarbageCollector {
             content_records: sweep.removed_content.len(),
             ingest_records: sweep.removed_ingests.len(),
             leases: sweep.removed_leases.len(),
+            snapshot_records: sweep.removed_snapshots.len(),
             ..GcStats::default()
         };
 
+        // Snapshots and content are independent: clean both at once.
+        let (content_result, snapshot_result) = tokio::join!(self.clean_content(), self.clean_snapshots());
+        (stats.blob_files, stats.ingest_dirs) = content_result?;
+        stats.backend_snapshots = snapshot_result?;
+        Ok((stats, sweep.next_expiry))
+    }
+
+    async fn clean_content(&self) -> Result<(usize, usize)> {
         let _exclusive = self.inner.content.gc_lock().write().await;
         let live = self.inner.meta.read(content::all_live).await?;
         let store = Arc::clone(&self.inner.content);
-        let (blob_files, ingest_dirs) =
-            tokio::task::spawn_blocking(move || remove_unreferenced(&store, &live))
-                .await
-                .map_err(|e| Error::internal(format!("garbage collection task failed: {e}")))??;
-        stats.blob_files = blob_files;
-        stats.ingest_dirs = ingest_dirs;
-        Ok((stats, sweep.next_expiry))
+        tokio::task::spawn_blocking(move || remove_unreferenced(&store, &live))
+            .await
+            .map_err(|e| Error::internal(format!("garbage collection task failed: {e}")))?
     }
+
+    async fn clean_snapshots(&self) -> Result<usize> {
+        let _exclusive = self.inner.snapshotters.gc_lock().write().await;
+        let live = self.inner.meta.read(snapshots::live_backend_keys).await?;
+        let mut tasks = Vec::new();
+        for (name, backend) in self.inner.snapshotters.all() {
+            let keep = live.get(name).cloned().unwrap_or_default();
+            let (name, backend) = (name.to_string(), Arc::clone(backend));
+            tasks.push(tokio::task::spawn_blocking(move || {
+                remove_unreferenced_snapshots(&name, backend.as_ref(), &keep)
+            }));
+        }
+        let mut removed = 0;
+        for task in tasks {
+            removed += task
+                .await
+                .map_err(|e| Error::internal(format!("garbage collection task failed: {e}")))?;
+        }
+        Ok(removed)
+    }
+}
+
+/// Removes a backend's snapshots that no record keeps, children first, then
+/// lets the backend clean up what no snapshot owns.
+fn remove_unreferenced_snapshots(name: &str, backend: &dyn Snapshotter, keep: &HashSet<String>) -> usize {
+    let infos = match backend.walk() {
+        Ok(infos) => infos,
+        Err(e) => {
+            tracing::warn!(snapshotter = name, error = %e, "cannot list snapshots for garbage collection");
+            return 0;
+        }
+    };
+    let parent_of: std::collections::HashMap<&str, &str> =
+        infos.iter().map(|i| (i.name.as_str(), i.parent.as_str())).collect();
+    fn depth<'a>(parent_of: &std::collections::HashMap<&'a str, &'a str>, mut key: &'a str) -> usize {
+        let mut depth = 0usize;
+        while let Some(parent) = parent_of.get(key).filter(|p| !p.is_empty()) {
+            depth += 1;
+            key = parent;
+        }
+        depth
+    }
+    let mut garbage: Vec<(usize, &str)> = infos
+        .iter()
+        .filter(|i| !keep.contains(&i.name))
+        .map(|i| (depth(&parent_of, &i.name), i.name.as_str()))
+        .collect();
+    garbage.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut removed = 0;
+    for (_, key) in garbage {
+        match backend.remove(key) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(snapshotter = name, key, error = %e, "cannot remove unreferenced snapshot"),
+        }
+    }
+    if let Err(e) = backend.cleanup() {
+        tracing::warn!(snapshotter = name, error = %e, "snapshotter cleanup failed");
+    }
+    removed
 }
 
 /// Deletes blob files and ingest directories nothing refers to; returns how
@@ -206,9 +278,7 @@ fn remove_unreferenced(store: &ContentStore, live: &content::Live) -> Result<(us
     let mut dirs = 0;
     let keep: &HashSet<String> = &live.ingest_keys;
     for (dir, key) in store.ingests()? {
-        let owned = key
-            .as_deref()
-            .is_some_and(|k| keep.contains(k) || store.is_locked(k));
+        let owned = key.as_deref().is_some_and(|k| keep.contains(k) || store.is_locked(k));
         if owned {
             continue;
         }
@@ -227,14 +297,15 @@ pub fn registration() -> Registration {
     Registration {
         plugin_type: types::GC,
         id: "scheduler",
-        requires: &[types::METADATA, types::CONTENT],
+        requires: &[types::METADATA, types::CONTENT, types::SNAPSHOTTER],
         default_config: None,
         init: Box::new(|ctx| {
             Box::pin(async move {
                 let meta: Arc<MetadataStore> = ctx.get(types::METADATA)?;
                 let content: Arc<ContentStore> = ctx.get(types::CONTENT)?;
+                let snapshotters = Arc::new(Snapshotters::from_plugins(&ctx.plugins()));
                 let collector =
-                    GarbageCollector::start((*meta).clone(), content, ctx.daemon.shutdown.clone());
+                    GarbageCollector::start((*meta).clone(), content, snapshotters, ctx.daemon.shutdown.clone());
                 Ok(Arc::new(collector) as Instance)
             })
         }),

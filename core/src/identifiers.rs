@@ -24,9 +24,7 @@ pub fn validate(what: &str, id: &str) -> Result<()> {
         )));
     }
     if !matches_pattern(id) {
-        return Err(Error::invalid_argument(format!(
-            "{what} {id:?} must match {PATTERN}"
-        )));
+        return Err(Error::invalid_argument(format!("{what} {id:?} must match {PATTERN}")));
     }
     Ok(())
 }
@@ -50,15 +48,7 @@ mod tests {
 
     #[test]
     fn accepts_containerd_identifiers() {
-        for id in [
-            "default",
-            "k8s.io",
-            "a",
-            "A9",
-            "a-b_c.d",
-            "x1-2-3",
-            &"a".repeat(76),
-        ] {
+        for id in ["default", "k8s.io", "a", "A9", "a-b_c.d", "x1-2-3", &"a".repeat(76)] {
             validate("namespace", id).unwrap_or_else(|e| panic!("{id}: {e}"));
         }
     }

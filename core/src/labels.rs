@@ -71,11 +71,7 @@ impl LabelUpdate {
     /// Reads an update mask whose only mutable field is `labels` (as for
     /// namespaces, content and leases); other paths are refused naming
     /// `object`.
-    pub fn from_mask(
-        object: &str,
-        labels: HashMap<String, String>,
-        paths: &[String],
-    ) -> Result<Self> {
+    pub fn from_mask(object: &str, labels: HashMap<String, String>, paths: &[String]) -> Result<Self> {
         let mut keys = Vec::new();
         for path in paths {
             if path == "labels" {
@@ -83,10 +79,7 @@ impl LabelUpdate {
             }
             match path.strip_prefix("labels.") {
                 Some(key) if !key.is_empty() => {
-                    keys.push((
-                        key.to_string(),
-                        labels.get(key).cloned().unwrap_or_default(),
-                    ));
+                    keys.push((key.to_string(), labels.get(key).cloned().unwrap_or_default()));
                 }
                 _ => {
                     return Err(Error::invalid_argument(format!(
@@ -128,21 +121,12 @@ mod tests {
         assert!(err.to_string().contains("4097 bytes"), "{err}");
         assert!(err.to_string().starts_with("label \"k\""), "{err}");
         let err = validate(&"k".repeat(5000), "").unwrap_err();
-        assert!(
-            err.to_string().len() < 300,
-            "message quotes only part of the key"
-        );
-        assert_eq!(
-            validate("", "x").unwrap_err().kind(),
-            ErrorKind::InvalidArgument
-        );
+        assert!(err.to_string().len() < 300, "message quotes only part of the key");
+        assert_eq!(validate("", "x").unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -157,12 +141,8 @@ mod tests {
             LabelUpdate::ReplaceAll(l.clone())
         );
         assert_eq!(
-            LabelUpdate::from_mask("x", l.clone(), &["labels.c".into(), "labels.gone".into()])
-                .unwrap(),
-            LabelUpdate::Keys(vec![
-                ("c".into(), "d".into()),
-                ("gone".into(), String::new())
-            ])
+            LabelUpdate::from_mask("x", l.clone(), &["labels.c".into(), "labels.gone".into()]).unwrap(),
+            LabelUpdate::Keys(vec![("c".into(), "d".into()), ("gone".into(), String::new())])
         );
         // Everything after "labels." is the key, dots and slashes included.
         assert_eq!(
@@ -170,15 +150,9 @@ mod tests {
             LabelUpdate::Keys(vec![("a.b/c".into(), "1".into())])
         );
         for path in ["name", "labels.", "annotations"] {
-            let err =
-                LabelUpdate::from_mask("namespace \"n1\"", HashMap::new(), &[path.to_string()])
-                    .unwrap_err();
+            let err = LabelUpdate::from_mask("namespace \"n1\"", HashMap::new(), &[path.to_string()]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-            assert!(
-                err.to_string()
-                    .starts_with("namespace \"n1\": cannot update"),
-                "{err}"
-            );
+            assert!(err.to_string().starts_with("namespace \"n1\": cannot update"), "{err}");
         }
     }
 
@@ -204,10 +178,7 @@ mod tests {
 
     #[test]
     fn validate_all_reports_the_bad_label() {
-        let labels = HashMap::from([
-            ("ok".to_string(), "1".to_string()),
-            ("".to_string(), "2".to_string()),
-        ]);
+        let labels = HashMap::from([("ok".to_string(), "1".to_string()), ("".to_string(), "2".to_string())]);
         assert!(validate_all(&labels).is_err());
     }
 }

@@ -13,8 +13,10 @@ pub mod gc;
 pub mod identifiers;
 pub mod labels;
 pub mod metadata;
+pub mod mount;
 pub mod plugin;
 pub mod shutdown;
+pub mod snapshots;
 pub mod timestamps;
 
 pub use error::{Error, ErrorKind, Result};

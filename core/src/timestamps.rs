@@ -41,15 +41,9 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let bytes = text.as_bytes();
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = text.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())?
+        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
     };
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || !matches!(bytes[10], b'T' | b't' | b' ')
-    {
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
         return None;
     }
     if bytes[13] != b':' || bytes[16] != b':' {
@@ -91,10 +85,7 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
             if rest.len() != 6 || rest.as_bytes()[3] != b':' {
                 return None;
             }
-            let (h, m) = (
-                rest[1..3].parse::<i64>().ok()?,
-                rest[4..6].parse::<i64>().ok()?,
-            );
+            let (h, m) = (rest[1..3].parse::<i64>().ok()?, rest[4..6].parse::<i64>().ok()?);
             if h > 23 || m > 59 {
                 return None;
             }
@@ -182,10 +173,7 @@ mod tests {
     fn rfc3339_parses_utc_offsets_and_fractions() {
         let epoch = |s: u64, n: u32| UNIX_EPOCH + Duration::new(s, n);
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(epoch(0, 0)));
-        assert_eq!(
-            parse_rfc3339("2024-01-01T00:00:00Z"),
-            Some(epoch(1_704_067_200, 0))
-        );
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(epoch(1_704_067_200, 0)));
         assert_eq!(
             parse_rfc3339("2024-01-01T02:00:00+02:00"),
             Some(epoch(1_704_067_200, 0))

@@ -114,9 +114,7 @@ impl Default for TtrpcConfig {
 
 impl Default for DebugConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
+        Self { level: "info".into() }
     }
 }
 
@@ -136,8 +134,8 @@ impl Config {
 
     /// Parses config text and checks it.
     pub fn parse(text: &str) -> Result<Self> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| Error::invalid_argument(e.to_string().trim().to_string()))?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| Error::invalid_argument(e.to_string().trim().to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -168,16 +166,12 @@ impl Config {
             )));
         }
         if self.root == self.state {
-            return Err(Error::invalid_argument(
-                "root and state must be different directories",
-            ));
+            return Err(Error::invalid_argument("root and state must be different directories"));
         }
         crate::logging::parse_level(&self.debug.level)?;
         for (key, section) in &self.plugins {
             if !section.is_table() {
-                return Err(Error::invalid_argument(format!(
-                    "plugins.{key:?} must be a table"
-                )));
+                return Err(Error::invalid_argument(format!("plugins.{key:?} must be a table")));
             }
         }
         Ok(())
@@ -200,8 +194,7 @@ impl Config {
             plugins: plugin_defaults,
             ..Self::default()
         };
-        toml::to_string_pretty(&config)
-            .unwrap_or_else(|e| format!("# cannot render defaults: {e}\n"))
+        toml::to_string_pretty(&config).unwrap_or_else(|e| format!("# cannot render defaults: {e}\n"))
     }
 }
 
@@ -220,9 +213,7 @@ mod tests {
 
     #[test]
     fn partial_files_keep_the_other_defaults() {
-        let config =
-            Config::parse("version = 2\nroot = \"/tmp/r\"\n[grpc]\naddress = \"/tmp/s.sock\"\n")
-                .unwrap();
+        let config = Config::parse("version = 2\nroot = \"/tmp/r\"\n[grpc]\naddress = \"/tmp/s.sock\"\n").unwrap();
         assert_eq!(config.root, PathBuf::from("/tmp/r"));
         assert_eq!(config.state, PathBuf::from(DEFAULT_STATE));
         assert_eq!(config.grpc.max_recv_message_size, 16 << 20);

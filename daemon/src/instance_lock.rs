@@ -94,8 +94,7 @@ pub fn claim_socket_path(path: &Path) -> Result<()> {
         }
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
     }
     Ok(())
 }
@@ -112,14 +111,8 @@ mod tests {
         let err = lock_root(dir.path()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         let message = err.to_string();
-        assert!(
-            message.contains(&format!("pid {}", std::process::id())),
-            "{message}"
-        );
-        assert!(
-            message.contains(&dir.path().display().to_string()),
-            "{message}"
-        );
+        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+        assert!(message.contains(&dir.path().display().to_string()), "{message}");
     }
 
     #[test]
@@ -138,10 +131,7 @@ mod tests {
 
         // A live listener is another daemon.
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert_eq!(
-            claim_socket_path(&path).unwrap_err().kind(),
-            ErrorKind::Unavailable
-        );
+        assert_eq!(claim_socket_path(&path).unwrap_err().kind(), ErrorKind::Unavailable);
         // A socket nobody listens on is stale and removed.
         drop(listener);
         claim_socket_path(&path).unwrap();

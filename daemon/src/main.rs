@@ -71,16 +71,13 @@ fn effective_config(cli: &Cli, config_given: bool) -> berth_core::Result<Config>
         config.debug.level = level.clone();
     }
     // Flags are checked like the file is.
-    Config::parse(
-        &toml::to_string(&config).map_err(|e| berth_core::Error::internal(e.to_string()))?,
-    )
+    Config::parse(&toml::to_string(&config).map_err(|e| berth_core::Error::internal(e.to_string()))?)
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let config_given =
-        matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+    let config_given = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -89,10 +86,7 @@ fn main() -> ExitCode {
     if let Some(Command::Config { command }) = &cli.command {
         match command {
             ConfigCommand::Default => {
-                print!(
-                    "{}",
-                    Config::default_toml(plugins::registry().default_configs())
-                );
+                print!("{}", Config::default_toml(plugins::registry().default_configs()));
                 return ExitCode::SUCCESS;
             }
             ConfigCommand::Dump => {

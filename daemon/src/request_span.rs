@@ -44,8 +44,7 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let span =
-            tracing::debug_span!("grpc", method = %request.uri().path(), namespace = %namespace);
+        let span = tracing::debug_span!("grpc", method = %request.uri().path(), namespace = %namespace);
         self.inner.call(request).instrument(span)
     }
 }

@@ -67,17 +67,8 @@ pub async fn run(config: Config) -> Result<()> {
     };
 
     let grace = Duration::from_secs(config.shutdown_timeout);
-    let grpc = tokio::spawn(serve_grpc(
-        routes(&plugins),
-        grpc_listener,
-        shutdown.clone(),
-    ));
-    let ttrpc = tokio::spawn(serve_ttrpc(
-        &plugins,
-        ttrpc_listener,
-        shutdown.clone(),
-        grace,
-    )?);
+    let grpc = tokio::spawn(serve_grpc(routes(&plugins), grpc_listener, shutdown.clone()));
+    let ttrpc = tokio::spawn(serve_ttrpc(&plugins, ttrpc_listener, shutdown.clone(), grace)?);
     tracing::info!(
         address = %grpc_address.display(),
         ttrpc = %ttrpc_address.display(),
@@ -138,8 +129,7 @@ fn report_plugins(plugins: &PluginSet) {
 
 /// Binds a Unix socket with the API's mode and owner.
 fn bind(path: &Path, config: &Config) -> Result<UnixListener> {
-    let listener = UnixListener::bind(path)
-        .map_err(|e| Error::io(format!("listening on {}", path.display()), &e))?;
+    let listener = UnixListener::bind(path).map_err(|e| Error::io(format!("listening on {}", path.display()), &e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), &e))?;
     let (uid, gid) = (config.grpc.uid, config.grpc.gid);
@@ -166,17 +156,11 @@ fn routes(plugins: &PluginSet) -> Routes {
 }
 
 /// Serves gRPC until shutdown, then lets calls in flight finish.
-async fn serve_grpc(
-    routes: Routes,
-    listener: UnixListener,
-    shutdown: ShutdownSignal,
-) -> Result<()> {
+async fn serve_grpc(routes: Routes, listener: UnixListener, shutdown: ShutdownSignal) -> Result<()> {
     tonic::transport::Server::builder()
         .layer(RequestSpanLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown.fired().await
-        })
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move { shutdown.fired().await })
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))
 }
@@ -189,8 +173,7 @@ fn serve_ttrpc(
     grace: Duration,
 ) -> Result<impl Future<Output = Result<()>> + use<>> {
     let exchange: Arc<Exchange> = plugins.get(types::EVENT)?;
-    let server = berth_api::ttrpc::Server::new()
-        .register(TtrpcEventsServer(Arc::new(TtrpcForwarder::new(exchange))));
+    let server = berth_api::ttrpc::Server::new().register(TtrpcEventsServer(Arc::new(TtrpcForwarder::new(exchange))));
     Ok(async move {
         server
             .serve(listener, async move { shutdown.fired().await }, grace)
@@ -201,10 +184,7 @@ fn serve_ttrpc(
 
 /// Waits for SIGTERM or SIGINT (or an internal shutdown).
 async fn wait_for_stop(shutdown: &ShutdownSignal) -> Result<()> {
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(term), Ok(int)) => (term, int),
         (Err(e), _) | (_, Err(e)) => return Err(Error::io("installing signal handlers", &e)),
     };
@@ -217,10 +197,7 @@ async fn wait_for_stop(shutdown: &ShutdownSignal) -> Result<()> {
 }
 
 async fn second_signal() {
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

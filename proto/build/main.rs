@@ -30,11 +30,8 @@ fn main() {
         .open_files(&files)
         .unwrap_or_else(|e| panic!("compiling protos: {e:?}"));
     let fds = compiler.file_descriptor_set();
-    std::fs::write(
-        out.join("berth_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
-    )
-    .expect("write descriptor set");
+    std::fs::write(out.join("berth_descriptor.bin"), compiler.encode_file_descriptor_set())
+        .expect("write descriptor set");
 
     let grpc = tonic_prost_build::configure()
         .build_client(true)

@@ -15,10 +15,7 @@ pub struct Split {
 
 impl Split {
     pub fn new(grpc: Box<dyn ServiceGenerator>, ttrpc_packages: &'static [&'static str]) -> Self {
-        Self {
-            grpc,
-            ttrpc_packages,
-        }
+        Self { grpc, ttrpc_packages }
     }
 }
 
@@ -79,10 +76,7 @@ fn generate_ttrpc(service: &Service, buf: &mut String) {
     // Client.
     let _ = writeln!(buf, "    /// Typed client over one ttrpc connection.");
     let _ = writeln!(buf, "    #[derive(Clone, Debug)]");
-    let _ = writeln!(
-        buf,
-        "    pub struct {client} {{ inner: crate::ttrpc::Client }}"
-    );
+    let _ = writeln!(buf, "    pub struct {client} {{ inner: crate::ttrpc::Client }}");
     let _ = writeln!(buf, "    impl {client} {{");
     let _ = writeln!(buf, "        /// Wraps a connected ttrpc client.");
     let _ = writeln!(
@@ -142,27 +136,17 @@ fn generate_ttrpc(service: &Service, buf: &mut String) {
         "    /// Adapts a [`{name}`] implementation to the ttrpc server's dispatcher."
     );
     let _ = writeln!(buf, "    pub struct {server}<T>(pub ::std::sync::Arc<T>);");
-    let _ = writeln!(
-        buf,
-        "    impl<T: {name}> crate::ttrpc::Service for {server}<T> {{"
-    );
+    let _ = writeln!(buf, "    impl<T: {name}> crate::ttrpc::Service for {server}<T> {{");
     let _ = writeln!(buf, "        fn name(&self) -> &'static str {{ SERVICE }}");
     let _ = writeln!(
         buf,
         "        fn call(&self, method: &str, context: crate::ttrpc::RequestContext, payload: ::bytes::Bytes) -> crate::ttrpc::ResponseFuture {{"
     );
-    let _ = writeln!(
-        buf,
-        "            let inner = ::std::sync::Arc::clone(&self.0);"
-    );
+    let _ = writeln!(buf, "            let inner = ::std::sync::Arc::clone(&self.0);");
     let _ = writeln!(buf, "            match method {{");
     for m in &service.methods {
         let input = outer_type(&m.input_type);
-        let _ = writeln!(
-            buf,
-            "                \"{}\" => Box::pin(async move {{",
-            m.proto_name
-        );
+        let _ = writeln!(buf, "                \"{}\" => Box::pin(async move {{", m.proto_name);
         let _ = writeln!(
             buf,
             "                    let request: {input} = crate::ttrpc::decode_payload(&payload)?;"
@@ -172,10 +156,7 @@ fn generate_ttrpc(service: &Service, buf: &mut String) {
             "                    let response = inner.{}(context, request).await?;",
             m.name
         );
-        let _ = writeln!(
-            buf,
-            "                    Ok(crate::ttrpc::encode_payload(&response))"
-        );
+        let _ = writeln!(buf, "                    Ok(crate::ttrpc::encode_payload(&response))");
         let _ = writeln!(buf, "                }}),");
     }
     let _ = writeln!(

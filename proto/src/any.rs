@@ -41,16 +41,14 @@ pub fn unpack<M: Message + Name + Default>(any: &Any) -> Option<M> {
 pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET)
-            .expect("the descriptor set generated at build time decodes")
+        DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET).expect("the descriptor set generated at build time decodes")
     })
 }
 
 /// Decodes an Any whose type is known to this crate into a dynamic message;
 /// `None` when the type is unknown or the bytes do not decode.
 pub fn decode_dynamic(any: &Any) -> Option<DynamicMessage> {
-    let descriptor: MessageDescriptor =
-        descriptor_pool().get_message_by_name(type_name(&any.type_url))?;
+    let descriptor: MessageDescriptor = descriptor_pool().get_message_by_name(type_name(&any.type_url))?;
     DynamicMessage::decode(descriptor, any.value.as_slice()).ok()
 }
 

@@ -8,13 +8,7 @@
 //! folder; [`ttrpc`] carries the shim transport, which no maintained crate
 //! offers on this prost version.
 
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    unused_qualifications,
-    rust_2018_idioms
-)]
+#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications, rust_2018_idioms)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 }
@@ -33,5 +27,4 @@ pub mod ttrpc_wire {
 /// The encoded `FileDescriptorSet` of every `.proto` file in this crate,
 /// imports included. Used to decode an `Any` whose type is only known by
 /// name (event filters on `event.<field>`) and by the wire-compatibility test.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));

@@ -4,16 +4,12 @@ use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_api::containerd::events::{
-    ContainerCreate, ContainerDelete, ContainerUpdate, container_create,
-};
-use berth_api::containerd::services::containers::v1::containers_server::{
-    Containers, ContainersServer,
-};
+use berth_api::containerd::events::{ContainerCreate, ContainerDelete, ContainerUpdate, container_create};
+use berth_api::containerd::services::containers::v1::containers_server::{Containers, ContainersServer};
 use berth_api::containerd::services::containers::v1::{
-    Container, CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
-    GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
-    ListContainersResponse, UpdateContainerRequest, UpdateContainerResponse,
+    Container, CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest, GetContainerRequest,
+    GetContainerResponse, ListContainerMessage, ListContainersRequest, ListContainersResponse, UpdateContainerRequest,
+    UpdateContainerResponse,
 };
 use berth_core::Error;
 use berth_core::events::Exchange;
@@ -41,16 +37,9 @@ impl ContainersService {
         Self { meta, events, gc }
     }
 
-    async fn matching(
-        &self,
-        namespace: String,
-        filters: &[String],
-    ) -> Result<Vec<Container>, Status> {
+    async fn matching(&self, namespace: String, filters: &[String]) -> Result<Vec<Container>, Status> {
         let filter = Filter::parse_all(filters)?;
-        let all = self
-            .meta
-            .read(move |txn| containers::list(txn, &namespace))
-            .await?;
+        let all = self.meta.read(move |txn| containers::list(txn, &namespace)).await?;
         Ok(all
             .into_iter()
             .filter(|c| filter.matches(&ContainerFields(c)))
@@ -68,9 +57,7 @@ impl Adaptor for ContainerFields<'_> {
         match path.first()?.as_str() {
             "id" => string_field(&container.id),
             "image" => string_field(&container.image),
-            "runtime" if path.get(1).is_some_and(|p| p == "name") => {
-                string_field(&container.runtime.as_ref()?.name)
-            }
+            "runtime" if path.get(1).is_some_and(|p| p == "name") => string_field(&container.runtime.as_ref()?.name),
             "labels" => label_field(&container.labels, &path[1..]),
             _ => None,
         }
@@ -81,10 +68,7 @@ type ListStream = Pin<Box<dyn Stream<Item = Result<ListContainerMessage, Status>
 
 #[tonic::async_trait]
 impl Containers for ContainersService {
-    async fn get(
-        &self,
-        request: Request<GetContainerRequest>,
-    ) -> Result<Response<GetContainerResponse>, Status> {
+    async fn get(&self, request: Request<GetContainerRequest>) -> Result<Response<GetContainerResponse>, Status> {
         let namespace = required(&request)?;
         let id = request.into_inner().id;
         let lookup = id.clone();
@@ -98,27 +82,17 @@ impl Containers for ContainersService {
         }))
     }
 
-    async fn list(
-        &self,
-        request: Request<ListContainersRequest>,
-    ) -> Result<Response<ListContainersResponse>, Status> {
+    async fn list(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
         let namespace = required(&request)?;
-        let containers = self
-            .matching(namespace, &request.into_inner().filters)
-            .await?;
+        let containers = self.matching(namespace, &request.into_inner().filters).await?;
         Ok(Response::new(ListContainersResponse { containers }))
     }
 
     type ListStreamStream = ListStream;
 
-    async fn list_stream(
-        &self,
-        request: Request<ListContainersRequest>,
-    ) -> Result<Response<ListStream>, Status> {
+    async fn list_stream(&self, request: Request<ListContainersRequest>) -> Result<Response<ListStream>, Status> {
         let namespace = required(&request)?;
-        let containers = self
-            .matching(namespace, &request.into_inner().filters)
-            .await?;
+        let containers = self.matching(namespace, &request.into_inner().filters).await?;
         let messages: Vec<Result<ListContainerMessage, Status>> = containers
             .into_iter()
             .map(|c| Ok(ListContainerMessage { container: Some(c) }))
@@ -148,13 +122,10 @@ impl Containers for ContainersService {
             &ContainerCreate {
                 id: container.id.clone(),
                 image: container.image.clone(),
-                runtime: container
-                    .runtime
-                    .as_ref()
-                    .map(|r| container_create::Runtime {
-                        name: r.name.clone(),
-                        options: r.options.clone(),
-                    }),
+                runtime: container.runtime.as_ref().map(|r| container_create::Runtime {
+                    name: r.name.clone(),
+                    options: r.options.clone(),
+                }),
             },
         );
         Ok(Response::new(CreateContainerResponse {
@@ -193,10 +164,7 @@ impl Containers for ContainersService {
         }))
     }
 
-    async fn delete(
-        &self,
-        request: Request<DeleteContainerRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn delete(&self, request: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
         let namespace = required(&request)?;
         let id = request.into_inner().id;
         let (ns, target) = (namespace.clone(), id.clone());
@@ -204,12 +172,7 @@ impl Containers for ContainersService {
             .write(move |txn| containers::delete(txn, &ns, &target).map(|_| ()))
             .await?;
         tracing::info!(namespace = %namespace, container = %id, "container deleted");
-        publish(
-            &self.events,
-            &namespace,
-            "/containers/delete",
-            &ContainerDelete { id },
-        );
+        publish(&self.events, &namespace, "/containers/delete", &ContainerDelete { id });
         self.gc.schedule();
         Ok(Response::new(()))
     }
@@ -229,11 +192,7 @@ pub fn registration() -> Registration {
                 let events: Arc<Exchange> = ctx.get(types::EVENT)?;
                 routed_service!(
                     ctx,
-                    ContainersServer::new(ContainersService::new(
-                        (*meta).clone(),
-                        events,
-                        (*gc).clone()
-                    )),
+                    ContainersServer::new(ContainersService::new((*meta).clone(), events, (*gc).clone())),
                     namespace_required
                 )
             })

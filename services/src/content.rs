@@ -7,10 +7,10 @@ use std::sync::Arc;
 use berth_api::containerd::events::ContentDelete;
 use berth_api::containerd::services::content::v1::content_server::{Content, ContentServer};
 use berth_api::containerd::services::content::v1::{
-    AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
-    ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest,
-    ReadContentResponse, Status as IngestStatusMessage, StatusRequest, StatusResponse,
-    UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
+    AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest, ListContentResponse,
+    ListStatusesRequest, ListStatusesResponse, ReadContentRequest, ReadContentResponse, Status as IngestStatusMessage,
+    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest,
+    WriteContentResponse,
 };
 use berth_core::content::namespaced::{NamespacedContent, RefStatus};
 use berth_core::content::{ContentStore, Digest};
@@ -47,11 +47,7 @@ pub struct ContentService {
 impl ContentService {
     /// A service over `content`, publishing on `events`, collecting with `gc`.
     pub fn new(content: NamespacedContent, events: Arc<Exchange>, gc: GarbageCollector) -> Self {
-        Self {
-            content,
-            events,
-            gc,
-        }
+        Self { content, events, gc }
     }
 }
 
@@ -79,10 +75,7 @@ impl Content for ContentService {
         Ok(Response::new(InfoResponse { info: Some(info) }))
     }
 
-    async fn update(
-        &self,
-        request: Request<UpdateRequest>,
-    ) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let info = request
@@ -91,29 +84,19 @@ impl Content for ContentService {
         let digest = Digest::parse(&info.digest)?;
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let update = LabelUpdate::from_mask(&format!("content {digest}"), info.labels, &paths)?;
-        let info = self
-            .content
-            .update_labels(&namespace, &digest, update)
-            .await?;
+        let info = self.content.update_labels(&namespace, &digest, update).await?;
         Ok(Response::new(UpdateResponse { info: Some(info) }))
     }
 
     type ListStream = ListStream;
 
-    async fn list(
-        &self,
-        request: Request<ListContentRequest>,
-    ) -> Result<Response<ListStream>, Status> {
+    async fn list(&self, request: Request<ListContentRequest>) -> Result<Response<ListStream>, Status> {
         let namespace = required(&request)?;
         let filter = Filter::parse_all(&request.into_inner().filters)?;
         let infos = self.content.list(&namespace, filter).await?;
         let batches: Vec<Result<ListContentResponse, Status>> = infos
             .chunks(LIST_BATCH)
-            .map(|batch: &[Info]| {
-                Ok(ListContentResponse {
-                    info: batch.to_vec(),
-                })
-            })
+            .map(|batch: &[Info]| Ok(ListContentResponse { info: batch.to_vec() }))
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
@@ -137,10 +120,7 @@ impl Content for ContentService {
 
     type ReadStream = ReadStream;
 
-    async fn read(
-        &self,
-        request: Request<ReadContentRequest>,
-    ) -> Result<Response<ReadStream>, Status> {
+    async fn read(&self, request: Request<ReadContentRequest>) -> Result<Response<ReadStream>, Status> {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let digest = Digest::parse(&request.digest)?;
@@ -161,10 +141,7 @@ impl Content for ContentService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn status(
-        &self,
-        request: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let namespace = required(&request)?;
         let reference = request.into_inner().r#ref;
         let status = self.content.status(&namespace, &reference).await?;
@@ -187,10 +164,7 @@ impl Content for ContentService {
 
     type WriteStream = WriteStream;
 
-    async fn write(
-        &self,
-        request: Request<Streaming<WriteContentRequest>>,
-    ) -> Result<Response<WriteStream>, Status> {
+    async fn write(&self, request: Request<Streaming<WriteContentRequest>>) -> Result<Response<WriteStream>, Status> {
         let namespace = required(&request)?;
         let lease = lease(&request)?;
         let inbound = request.into_inner();
@@ -229,9 +203,7 @@ fn read_chunks(
     }
     let (mut position, end) = (offset, offset + length);
     while position < end {
-        let want = usize::try_from(end - position)
-            .unwrap_or(READ_CHUNK)
-            .min(READ_CHUNK);
+        let want = usize::try_from(end - position).unwrap_or(READ_CHUNK).min(READ_CHUNK);
         let mut data = vec![0u8; want];
         let mut filled = 0;
         while filled < want {
@@ -252,10 +224,7 @@ fn read_chunks(
             return;
         }
         data.truncate(filled);
-        let message = ReadContentResponse {
-            offset: position,
-            data,
-        };
+        let message = ReadContentResponse { offset: position, data };
         position += i64::try_from(filled).unwrap_or(i64::MAX);
         if tx.blocking_send(Ok(message)).is_err() {
             return; // the client went away
@@ -287,21 +256,13 @@ async fn write_session(
         return Ok(());
     };
     if request.r#ref.is_empty() {
-        return Err(Status::invalid_argument(
-            "first message must have a reference",
-        ));
+        return Err(Status::invalid_argument("first message must have a reference"));
     }
     let reference = request.r#ref.clone();
     let mut total = request.total;
     let mut expected = optional_digest(&request.expected)?;
     let mut writer = content
-        .writer(
-            &namespace,
-            &reference,
-            total,
-            expected.clone(),
-            lease.clone(),
-        )
+        .writer(&namespace, &reference, total, expected.clone(), lease.clone())
         .await?;
     loop {
         let status = writer.status()?;
@@ -322,9 +283,8 @@ async fn write_session(
             total = request.total;
             writer.set_total(total);
         }
-        let action = WriteAction::try_from(request.action).map_err(|_| {
-            Status::invalid_argument(format!("unknown write action {}", request.action))
-        })?;
+        let action = WriteAction::try_from(request.action)
+            .map_err(|_| Status::invalid_argument(format!("unknown write action {}", request.action)))?;
         match action {
             WriteAction::Stat => {
                 reply.digest = writer.digest()?.to_string();
@@ -355,9 +315,7 @@ async fn write_session(
                     reply.offset += written;
                 }
                 if action == WriteAction::Commit {
-                    let digest = writer
-                        .commit(total, expected.clone(), request.labels)
-                        .await?;
+                    let digest = writer.commit(total, expected.clone(), request.labels).await?;
                     reply.digest = digest.to_string();
                     let _ = tx.send(Ok(reply)).await;
                     return Ok(());

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use berth_api::any::type_name;
 use berth_api::containerd::services::events::v1::events_server::{Events, EventsServer};
-use berth_api::containerd::services::events::v1::{
-    Envelope, ForwardRequest, PublishRequest, SubscribeRequest,
-};
+use berth_api::containerd::services::events::v1::{Envelope, ForwardRequest, PublishRequest, SubscribeRequest};
 use berth_core::Error;
 use berth_core::events::Exchange;
 use berth_core::filters::Filter;
@@ -48,9 +46,9 @@ impl Events for EventsService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<()>, Status> {
         let namespace = namespace_header::required(&request)?;
         let request = request.into_inner();
-        let event = request.event.ok_or_else(|| {
-            Error::invalid_argument(format!("event on {:?} must be set", request.topic))
-        })?;
+        let event = request
+            .event
+            .ok_or_else(|| Error::invalid_argument(format!("event on {:?} must be set", request.topic)))?;
         self.exchange
             .publish_any(&namespace, &request.topic, normalise(event))?;
         Ok(Response::new(()))
@@ -68,10 +66,7 @@ impl Events for EventsService {
 
     type SubscribeStream = SubscribeStream;
 
-    async fn subscribe(
-        &self,
-        request: Request<SubscribeRequest>,
-    ) -> Result<Response<SubscribeStream>, Status> {
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<SubscribeStream>, Status> {
         let filter = Filter::parse_all(&request.into_inner().filters)?;
         let stream = self.exchange.subscribe(filter).map(|item| match item {
             Ok(envelope) => Ok(Arc::unwrap_or_clone(envelope)),
@@ -91,11 +86,7 @@ pub fn registration() -> Registration {
         init: Box::new(|ctx| {
             Box::pin(async move {
                 let exchange: Arc<Exchange> = ctx.get(types::EVENT)?;
-                routed_service!(
-                    ctx,
-                    EventsServer::new(EventsService::new(exchange)),
-                    namespace_optional
-                )
+                routed_service!(ctx, EventsServer::new(EventsService::new(exchange)), namespace_optional)
             })
         }),
     }

@@ -45,38 +45,26 @@ impl HealthService {
 }
 
 fn response(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse {
-        status: status as i32,
-    }
+    HealthCheckResponse { status: status as i32 }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Health for HealthService {
-    async fn check(
-        &self,
-        request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
         match self.status(&service) {
             Some(status) => Ok(Response::new(response(status))),
-            None => Err(Status::not_found(format!(
-                "service {service:?}: unknown service"
-            ))),
+            None => Err(Status::not_found(format!("service {service:?}: unknown service"))),
         }
     }
 
     type WatchStream = WatchStream;
 
-    async fn watch(
-        &self,
-        request: Request<HealthCheckRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<WatchStream>, Status> {
         let service = request.into_inner().service;
-        let first = self
-            .status(&service)
-            .unwrap_or(ServingStatus::ServiceUnknown);
+        let first = self.status(&service).unwrap_or(ServingStatus::ServiceUnknown);
         Ok(Response::new(watch_stream(first, self.shutdown.clone())))
     }
 }

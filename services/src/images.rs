@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use berth_api::containerd::services::images::v1::images_server::{Images, ImagesServer};
 use berth_api::containerd::services::images::v1::{
-    CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest, GetImageResponse,
-    Image, ImageCreate, ImageDelete, ImageUpdate, ListImagesRequest, ListImagesResponse,
-    UpdateImageRequest, UpdateImageResponse,
+    CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest, GetImageResponse, Image, ImageCreate,
+    ImageDelete, ImageUpdate, ListImagesRequest, ListImagesResponse, UpdateImageRequest, UpdateImageResponse,
 };
 use berth_core::Error;
 use berth_core::events::Exchange;
@@ -61,10 +60,7 @@ impl Adaptor for ImageFields<'_> {
 
 #[tonic::async_trait]
 impl Images for ImagesService {
-    async fn get(
-        &self,
-        request: Request<GetImageRequest>,
-    ) -> Result<Response<GetImageResponse>, Status> {
+    async fn get(&self, request: Request<GetImageRequest>) -> Result<Response<GetImageResponse>, Status> {
         let namespace = required(&request)?;
         let name = request.into_inner().name;
         let lookup = name.clone();
@@ -76,37 +72,22 @@ impl Images for ImagesService {
         Ok(Response::new(GetImageResponse { image: Some(image) }))
     }
 
-    async fn list(
-        &self,
-        request: Request<ListImagesRequest>,
-    ) -> Result<Response<ListImagesResponse>, Status> {
+    async fn list(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
         let namespace = required(&request)?;
         let filter = Filter::parse_all(&request.into_inner().filters)?;
-        let all = self
-            .meta
-            .read(move |txn| images::list(txn, &namespace))
-            .await?;
-        let images = all
-            .into_iter()
-            .filter(|i| filter.matches(&ImageFields(i)))
-            .collect();
+        let all = self.meta.read(move |txn| images::list(txn, &namespace)).await?;
+        let images = all.into_iter().filter(|i| filter.matches(&ImageFields(i))).collect();
         Ok(Response::new(ListImagesResponse { images }))
     }
 
-    async fn create(
-        &self,
-        request: Request<CreateImageRequest>,
-    ) -> Result<Response<CreateImageResponse>, Status> {
+    async fn create(&self, request: Request<CreateImageRequest>) -> Result<Response<CreateImageResponse>, Status> {
         let namespace = required(&request)?;
         let image = request
             .into_inner()
             .image
             .ok_or_else(|| Error::invalid_argument("image must be set"))?;
         let ns = namespace.clone();
-        let image = self
-            .meta
-            .write(move |txn| images::create(txn, &ns, image))
-            .await?;
+        let image = self.meta.write(move |txn| images::create(txn, &ns, image)).await?;
         tracing::info!(namespace = %namespace, image = %image.name, "image created");
         publish(
             &self.events,
@@ -120,10 +101,7 @@ impl Images for ImagesService {
         Ok(Response::new(CreateImageResponse { image: Some(image) }))
     }
 
-    async fn update(
-        &self,
-        request: Request<UpdateImageRequest>,
-    ) -> Result<Response<UpdateImageResponse>, Status> {
+    async fn update(&self, request: Request<UpdateImageRequest>) -> Result<Response<UpdateImageResponse>, Status> {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let image = request

@@ -7,12 +7,8 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_api::containerd::services::introspection::v1::introspection_server::{
-    Introspection, IntrospectionServer,
-};
-use berth_api::containerd::services::introspection::v1::{
-    Plugin, PluginsRequest, PluginsResponse, ServerResponse,
-};
+use berth_api::containerd::services::introspection::v1::introspection_server::{Introspection, IntrospectionServer};
+use berth_api::containerd::services::introspection::v1::{Plugin, PluginsRequest, PluginsResponse, ServerResponse};
 use berth_api::google::rpc::Status as RpcStatus;
 use berth_core::filters::{Adaptor, Filter, string_field};
 use berth_core::plugin::{PluginEntry, PluginSet, Registration, types};
@@ -70,10 +66,7 @@ impl Adaptor for PluginFields<'_> {
 
 #[tonic::async_trait]
 impl Introspection for IntrospectionService {
-    async fn plugins(
-        &self,
-        request: Request<PluginsRequest>,
-    ) -> Result<Response<PluginsResponse>, Status> {
+    async fn plugins(&self, request: Request<PluginsRequest>) -> Result<Response<PluginsResponse>, Status> {
         let filter = Filter::parse_all(&request.into_inner().filters)?;
         let plugins = self
             .plugins
@@ -89,9 +82,7 @@ impl Introspection for IntrospectionService {
         Ok(Response::new(ServerResponse {
             uuid: self.uuid.clone(),
             pid: u64::from(std::process::id()),
-            pidns: std::fs::metadata("/proc/self/ns/pid")
-                .map(|m| m.ino())
-                .unwrap_or(0),
+            pidns: std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0),
             deprecations: Vec::new(),
         }))
     }
@@ -121,13 +112,10 @@ pub fn load_or_create_uuid(root: &Path) -> Result<String> {
 /// then syncs the directory, so a crash leaves the old or the new file.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
     let tmp: PathBuf = dir.join(format!(
         ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
     ));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
@@ -175,10 +163,7 @@ mod tests {
         let first = load_or_create_uuid(dir.path()).unwrap();
         assert!(uuid::Uuid::parse_str(&first).is_ok());
         assert_eq!(load_or_create_uuid(dir.path()).unwrap(), first);
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(UUID_FILE)).unwrap(),
-            first
-        );
+        assert_eq!(std::fs::read_to_string(dir.path().join(UUID_FILE)).unwrap(), first);
     }
 
     #[test]

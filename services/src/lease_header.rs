@@ -12,9 +12,9 @@ pub fn lease<T>(request: &Request<T>) -> Result<Option<String>, Status> {
     let Some(value) = request.metadata().get(LEASE_HEADER) else {
         return Ok(None);
     };
-    let id = value.to_str().map_err(|_| {
-        Status::invalid_argument("lease header is not printable text: invalid argument")
-    })?;
+    let id = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("lease header is not printable text: invalid argument"))?;
     if id.is_empty() {
         return Ok(None);
     }
@@ -35,11 +35,7 @@ mod tests {
             .insert(LEASE_HEADER, "1700000-aB_-".parse().unwrap());
         assert_eq!(lease(&request).unwrap().as_deref(), Some("1700000-aB_-"));
         let mut bad = Request::new(());
-        bad.metadata_mut()
-            .insert(LEASE_HEADER, "a/b".parse().unwrap());
-        assert_eq!(
-            lease(&bad).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
+        bad.metadata_mut().insert(LEASE_HEADER, "a/b".parse().unwrap());
+        assert_eq!(lease(&bad).unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

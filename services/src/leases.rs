@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use berth_api::containerd::services::leases::v1::leases_server::{Leases, LeasesServer};
 use berth_api::containerd::services::leases::v1::{
-    AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResourceRequest, Lease,
-    ListRequest, ListResourcesRequest, ListResourcesResponse, ListResponse, Resource,
+    AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResourceRequest, Lease, ListRequest,
+    ListResourcesRequest, ListResourcesResponse, ListResponse, Resource,
 };
 use berth_core::Error;
 use berth_core::filters::{Adaptor, Filter, label_field, string_field};
@@ -62,17 +62,10 @@ fn resource(resource: Option<Resource>) -> Result<Resource, Status> {
 
 #[tonic::async_trait]
 impl Leases for LeasesService {
-    async fn create(
-        &self,
-        request: Request<CreateRequest>,
-    ) -> Result<Response<CreateResponse>, Status> {
+    async fn create(&self, request: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
         let namespace = required(&request)?;
         let request = request.into_inner();
-        let id = if request.id.is_empty() {
-            random_id()
-        } else {
-            request.id
-        };
+        let id = if request.id.is_empty() { random_id() } else { request.id };
         let lease = self
             .meta
             .write(move |txn| leases::create(txn, &namespace, &id, request.labels))
@@ -84,9 +77,7 @@ impl Leases for LeasesService {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let id = request.id;
-        self.meta
-            .write(move |txn| leases::delete(txn, &namespace, &id))
-            .await?;
+        self.meta.write(move |txn| leases::delete(txn, &namespace, &id)).await?;
         if request.sync {
             self.gc.collect().await?;
         } else {
@@ -98,45 +89,29 @@ impl Leases for LeasesService {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let namespace = required(&request)?;
         let filter = Filter::parse_all(&request.into_inner().filters)?;
-        let all = self
-            .meta
-            .read(move |txn| leases::list(txn, &namespace))
-            .await?;
-        let leases = all
-            .into_iter()
-            .filter(|l| filter.matches(&LeaseFields(l)))
-            .collect();
+        let all = self.meta.read(move |txn| leases::list(txn, &namespace)).await?;
+        let leases = all.into_iter().filter(|l| filter.matches(&LeaseFields(l))).collect();
         Ok(Response::new(ListResponse { leases }))
     }
 
-    async fn add_resource(
-        &self,
-        request: Request<AddResourceRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn add_resource(&self, request: Request<AddResourceRequest>) -> Result<Response<()>, Status> {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let resource = resource(request.resource)?;
         let id = request.id;
         self.meta
-            .write(move |txn| {
-                leases::add_resource(txn, &namespace, &id, &resource.r#type, &resource.id)
-            })
+            .write(move |txn| leases::add_resource(txn, &namespace, &id, &resource.r#type, &resource.id))
             .await?;
         Ok(Response::new(()))
     }
 
-    async fn delete_resource(
-        &self,
-        request: Request<DeleteResourceRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn delete_resource(&self, request: Request<DeleteResourceRequest>) -> Result<Response<()>, Status> {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let resource = resource(request.resource)?;
         let id = request.id;
         self.meta
-            .write(move |txn| {
-                leases::delete_resource(txn, &namespace, &id, &resource.r#type, &resource.id)
-            })
+            .write(move |txn| leases::delete_resource(txn, &namespace, &id, &resource.r#type, &resource.id))
             .await?;
         self.gc.schedule();
         Ok(Response::new(()))

@@ -12,9 +12,10 @@ macro_rules! routed_service {
         let server = $server
             .max_decoding_message_size($ctx.daemon.max_recv_message_size)
             .max_encoding_message_size($ctx.daemon.max_send_message_size);
-        let service = berth_core::plugin::GrpcService::new(
-            tonic::service::interceptor::InterceptedService::new(server, $interceptor),
-        );
+        let service = berth_core::plugin::GrpcService::new(tonic::service::interceptor::InterceptedService::new(
+            server,
+            $interceptor,
+        ));
         Ok(std::sync::Arc::new(service) as berth_core::plugin::Instance)
     }};
 }
@@ -36,12 +37,7 @@ use berth_core::plugin::Registration;
 
 /// Publishes the event of a change that is already committed: a failure to
 /// publish is logged, not turned into a failed request.
-pub(crate) fn publish<M: prost::Message + prost::Name>(
-    events: &Exchange,
-    namespace: &str,
-    topic: &str,
-    event: &M,
-) {
+pub(crate) fn publish<M: prost::Message + prost::Name>(events: &Exchange, namespace: &str, topic: &str, event: &M) {
     if let Err(e) = events.publish(namespace, topic, event) {
         tracing::warn!(topic, error = %e, "publishing event failed");
     }

@@ -94,9 +94,7 @@ mod tests {
 
     fn with_header(value: &str) -> Request<()> {
         let mut request = Request::new(());
-        request
-            .metadata_mut()
-            .insert(NAMESPACE_HEADER, value.parse().unwrap());
+        request.metadata_mut().insert(NAMESPACE_HEADER, value.parse().unwrap());
         request
     }
 
@@ -105,10 +103,7 @@ mod tests {
         for request in [Request::new(()), with_header("")] {
             let status = namespace_required(request).unwrap_err();
             assert_eq!(status.code(), Code::FailedPrecondition);
-            assert_eq!(
-                status.message(),
-                "namespace is required: failed precondition"
-            );
+            assert_eq!(status.message(), "namespace is required: failed precondition");
         }
     }
 
@@ -116,11 +111,7 @@ mod tests {
     fn required_rejects_an_invalid_name_naming_it() {
         let status = namespace_required(with_header("Not-Valid-")).unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status.message().contains("\"Not-Valid-\""),
-            "{}",
-            status.message()
-        );
+        assert!(status.message().contains("\"Not-Valid-\""), "{}", status.message());
     }
 
     #[test]
@@ -143,16 +134,10 @@ mod tests {
     #[test]
     fn optional_lets_everything_through_and_remembers_why() {
         let request = namespace_optional(Request::new(())).unwrap();
-        assert_eq!(
-            required(&request).unwrap_err().code(),
-            Code::FailedPrecondition
-        );
+        assert_eq!(required(&request).unwrap_err().code(), Code::FailedPrecondition);
         assert!(optional(&request).is_none());
         let request = namespace_optional(with_header("a b")).unwrap();
-        assert_eq!(
-            required(&request).unwrap_err().code(),
-            Code::InvalidArgument
-        );
+        assert_eq!(required(&request).unwrap_err().code(), Code::InvalidArgument);
         let request = namespace_optional(with_header("default")).unwrap();
         assert_eq!(optional(&request).as_deref(), Some("default"));
     }
@@ -160,9 +145,6 @@ mod tests {
     #[test]
     fn a_handler_without_an_interceptor_sees_no_namespace() {
         let request = Request::new(());
-        assert_eq!(
-            required(&request).unwrap_err().code(),
-            Code::FailedPrecondition
-        );
+        assert_eq!(required(&request).unwrap_err().code(), Code::FailedPrecondition);
     }
 }

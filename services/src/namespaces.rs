@@ -5,13 +5,10 @@
 use std::sync::Arc;
 
 use berth_api::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
-use berth_api::containerd::services::namespaces::v1::namespaces_server::{
-    Namespaces, NamespacesServer,
-};
+use berth_api::containerd::services::namespaces::v1::namespaces_server::{Namespaces, NamespacesServer};
 use berth_api::containerd::services::namespaces::v1::{
-    CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest, GetNamespaceRequest,
-    GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace,
-    UpdateNamespaceRequest, UpdateNamespaceResponse,
+    CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest, GetNamespaceRequest, GetNamespaceResponse,
+    ListNamespacesRequest, ListNamespacesResponse, Namespace, UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
 use berth_core::Error;
 use berth_core::events::Exchange;
@@ -40,17 +37,11 @@ impl NamespacesService {
 
 #[tonic::async_trait]
 impl Namespaces for NamespacesService {
-    async fn get(
-        &self,
-        request: Request<GetNamespaceRequest>,
-    ) -> Result<Response<GetNamespaceResponse>, Status> {
+    async fn get(&self, request: Request<GetNamespaceRequest>) -> Result<Response<GetNamespaceResponse>, Status> {
         let name = request.into_inner().name;
         namespaces::validate_name(&name)?;
         let lookup = name.clone();
-        let record = self
-            .store
-            .read(move |txn| namespaces::get(txn, &lookup))
-            .await?;
+        let record = self.store.read(move |txn| namespaces::get(txn, &lookup)).await?;
         // An unknown namespace reads as one with no labels, as with containerd:
         // clients call Get for the namespace they are about to create objects in.
         Ok(Response::new(GetNamespaceResponse {
@@ -61,10 +52,7 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    async fn list(
-        &self,
-        _request: Request<ListNamespacesRequest>,
-    ) -> Result<Response<ListNamespacesResponse>, Status> {
+    async fn list(&self, _request: Request<ListNamespacesRequest>) -> Result<Response<ListNamespacesResponse>, Status> {
         let records = self.store.read(namespaces::list).await?;
         let namespaces = records
             .into_iter()
@@ -120,8 +108,7 @@ impl Namespaces for NamespacesService {
             .ok_or_else(|| Error::invalid_argument("namespace must be set"))?;
         let name = namespace.name;
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
-        let update =
-            LabelUpdate::from_mask(&format!("namespace {name:?}"), namespace.labels, &paths)?;
+        let update = LabelUpdate::from_mask(&format!("namespace {name:?}"), namespace.labels, &paths)?;
         let target = name.clone();
         let record = self
             .store
@@ -144,15 +131,10 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    async fn delete(
-        &self,
-        request: Request<DeleteNamespaceRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn delete(&self, request: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
         let name = request.into_inner().name;
         let target = name.clone();
-        self.store
-            .write(move |txn| namespaces::delete(txn, &target))
-            .await?;
+        self.store.write(move |txn| namespaces::delete(txn, &target)).await?;
         tracing::info!(namespace = %name, "namespace deleted");
         // The delete event belongs to the namespace that went away.
         publish(

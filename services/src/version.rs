@@ -14,12 +14,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("BERTH_REVISION");
 
 /// Version and revision on one line, for `--version` flags.
-pub const VERSION_LINE: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("BERTH_REVISION"),
-    ")"
-);
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("BERTH_REVISION"), ")");
 
 /// Answers Version.Version.
 #[derive(Debug, Default)]
@@ -43,9 +38,7 @@ pub fn registration() -> Registration {
         requires: &[],
         default_config: None,
         init: Box::new(|ctx| {
-            Box::pin(async move {
-                routed_service!(ctx, VersionServer::new(VersionService), namespace_optional)
-            })
+            Box::pin(async move { routed_service!(ctx, VersionServer::new(VersionService), namespace_optional) })
         }),
     }
 }

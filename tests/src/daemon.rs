@@ -40,10 +40,7 @@ impl Daemon {
 
     /// Starts berthd with extra command-line arguments.
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-it")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("berth-it").tempdir().expect("temp dir");
         let mut daemon = Self {
             root: dir.path().join("root"),
             state: dir.path().join("state"),
@@ -121,11 +118,7 @@ impl Daemon {
     /// Stops the daemon gracefully and starts it again on the same directories.
     pub fn restart(&mut self) {
         let status = self.stop();
-        assert!(
-            status.success(),
-            "berthd stopped with {status}:\n{}",
-            self.log()
-        );
+        assert!(status.success(), "berthd stopped with {status}:\n{}", self.log());
         self.launch();
     }
 
@@ -155,9 +148,7 @@ impl Daemon {
 
     /// Whether the daemon process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends `signal` to the daemon.

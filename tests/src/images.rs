@@ -91,9 +91,7 @@ fn tar_bytes(entries: &BTreeMap<String, Entry>) -> Vec<u8> {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
-                builder
-                    .append_link(&mut header, path, target)
-                    .expect("tar symlink");
+                builder.append_link(&mut header, path, target).expect("tar symlink");
             }
         }
     }
@@ -113,15 +111,14 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn busybox_rootfs(busybox: &Path) -> BTreeMap<String, Entry> {
     let mut entries = BTreeMap::new();
     for dir in [
-        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "var",
-        "var/www",
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "var", "var/www",
     ] {
         entries.insert(dir.to_string(), Entry::Dir(0o755));
     }
     entries.insert("root".into(), Entry::Dir(0o700));
     entries.insert("tmp".into(), Entry::Dir(0o1777));
-    let binary = std::fs::read(busybox)
-        .unwrap_or_else(|e| panic!("{}: {e} (install busybox-static)", busybox.display()));
+    let binary =
+        std::fs::read(busybox).unwrap_or_else(|e| panic!("{}: {e} (install busybox-static)", busybox.display()));
     entries.insert("bin/busybox".into(), Entry::File(0o755, binary));
     let list = std::process::Command::new(busybox)
         .arg("--list-full")
@@ -135,9 +132,7 @@ fn busybox_rootfs(busybox: &Path) -> BTreeMap<String, Entry> {
         if let Some(parent) = Path::new(applet).parent().and_then(Path::to_str)
             && !parent.is_empty()
         {
-            entries
-                .entry(parent.to_string())
-                .or_insert(Entry::Dir(0o755));
+            entries.entry(parent.to_string()).or_insert(Entry::Dir(0o755));
         }
         entries.insert(applet.to_string(), Entry::Symlink("/bin/busybox".into()));
     }
@@ -146,14 +141,8 @@ fn busybox_rootfs(busybox: &Path) -> BTreeMap<String, Entry> {
         "etc/passwd".into(),
         file("root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
     );
-    entries.insert(
-        "etc/group".into(),
-        file("root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n"),
-    );
-    entries.insert(
-        "etc/hosts".into(),
-        file("127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
-    );
+    entries.insert("etc/group".into(), file("root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n"));
+    entries.insert("etc/hosts".into(), file("127.0.0.1\tlocalhost\n::1\tlocalhost\n"));
     entries.insert(
         "var/www/index.html".into(),
         file("<html><body>busybox httpd</body></html>\n"),
@@ -209,19 +198,10 @@ fn build(dir: &Path, name: &str, layer_tar: &[u8]) -> TestImage {
     let mut oci = BTreeMap::new();
     oci.insert("blobs".to_string(), Entry::Dir(0o755));
     oci.insert("blobs/sha256".to_string(), Entry::Dir(0o755));
-    oci.insert(
-        blob(&config_digest),
-        Entry::File(0o644, config.clone().into_bytes()),
-    );
-    oci.insert(
-        blob(&manifest_digest),
-        Entry::File(0o644, manifest.into_bytes()),
-    );
+    oci.insert(blob(&config_digest), Entry::File(0o644, config.clone().into_bytes()));
+    oci.insert(blob(&manifest_digest), Entry::File(0o644, manifest.into_bytes()));
     oci.insert(blob(&layer_digest), Entry::File(0o644, layer_gz));
-    oci.insert(
-        "index.json".to_string(),
-        Entry::File(0o644, index.into_bytes()),
-    );
+    oci.insert("index.json".to_string(), Entry::File(0o644, index.into_bytes()));
     oci.insert(
         "oci-layout".to_string(),
         Entry::File(0o644, br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
@@ -229,16 +209,12 @@ fn build(dir: &Path, name: &str, layer_tar: &[u8]) -> TestImage {
 
     let config_file = format!("{}.json", config_digest.trim_start_matches("sha256:"));
     let layer_dir = diff_id.trim_start_matches("sha256:").to_string();
-    let docker_manifest = format!(
-        r#"[{{"Config":"{config_file}","RepoTags":["{name}"],"Layers":["{layer_dir}/layer.tar"]}}]"#
-    );
+    let docker_manifest =
+        format!(r#"[{{"Config":"{config_file}","RepoTags":["{name}"],"Layers":["{layer_dir}/layer.tar"]}}]"#);
     let mut docker = BTreeMap::new();
     docker.insert(config_file, Entry::File(0o644, config.into_bytes()));
     docker.insert(layer_dir.clone(), Entry::Dir(0o755));
-    docker.insert(
-        format!("{layer_dir}/layer.tar"),
-        Entry::File(0o644, layer_tar.to_vec()),
-    );
+    docker.insert(format!("{layer_dir}/layer.tar"), Entry::File(0o644, layer_tar.to_vec()));
     docker.insert(
         "manifest.json".to_string(),
         Entry::File(0o644, docker_manifest.into_bytes()),
@@ -276,11 +252,7 @@ fn cached(key: &str, name: &str, make_layer: impl FnOnce() -> Vec<u8>) -> TestIm
         staging.path().join("image.txt"),
         format!(
             "{}\n{}\n{}\n{}\n{}\n",
-            image.name,
-            image.manifest_digest,
-            image.config_digest,
-            image.layer_digest,
-            image.diff_id
+            image.name, image.manifest_digest, image.config_digest, image.layer_digest, image.diff_id
         ),
     )
     .expect("marker");

@@ -17,8 +17,7 @@ pub const GOCODE: &str = "/usr/share/gocode/src";
 pub fn reference_files() -> (Vec<PathBuf>, Vec<PathBuf>) {
     let gocode = Path::new(GOCODE);
     let containerd = gocode.join("github.com/containerd/containerd");
-    let health_root =
-        gocode.join("google.golang.org/grpc/debian/missing-sources/grpc/grpc-proto/master");
+    let health_root = gocode.join("google.golang.org/grpc/debian/missing-sources/grpc/grpc-proto/master");
     let googleapis = gocode.join("github.com/gogo/googleapis");
     let mut files = Vec::new();
     for dir in ["api/types", "api/types/task", "api/events"] {
@@ -37,9 +36,7 @@ pub fn reference_files() -> (Vec<PathBuf>, Vec<PathBuf>) {
         "tasks",
         "version",
     ] {
-        files.extend(protos_in(
-            &containerd.join(format!("api/services/{service}/v1")),
-        ));
+        files.extend(protos_in(&containerd.join(format!("api/services/{service}/v1"))));
     }
     files.extend(protos_in(&containerd.join("api/services/ttrpc/events/v1")));
     files.push(containerd.join("runtime/v2/task/shim.proto"));
@@ -92,9 +89,7 @@ pub fn compile(files: &[PathBuf], includes: &[PathBuf]) -> DescriptorPool {
 
 /// Packages that describe options or codegen, not the wire.
 fn is_wire_package(package: &str) -> bool {
-    !(package.starts_with("google.protobuf")
-        || package == "gogoproto"
-        || package.starts_with("containerd.plugin"))
+    !(package.starts_with("google.protobuf") || package == "gogoproto" || package.starts_with("containerd.plugin"))
 }
 
 fn field_type(field: &FieldDescriptor) -> String {
@@ -111,11 +106,7 @@ fn field_type(field: &FieldDescriptor) -> String {
     format!("{cardinality} {kind}")
 }
 
-fn compare_message(
-    reference: &MessageDescriptor,
-    ours: &MessageDescriptor,
-    problems: &mut Vec<String>,
-) {
+fn compare_message(reference: &MessageDescriptor, ours: &MessageDescriptor, problems: &mut Vec<String>) {
     for field in reference.fields() {
         let name = format!("{}.{}", reference.full_name(), field.name());
         match ours.get_field(field.number()) {
@@ -162,17 +153,9 @@ pub fn differences(reference: &DescriptorPool, ours: &DescriptorPool) -> Vec<Str
             let describe = |m: &prost_reflect::MethodDescriptor| {
                 format!(
                     "({}{}) -> ({}{})",
-                    if m.is_client_streaming() {
-                        "stream "
-                    } else {
-                        ""
-                    },
+                    if m.is_client_streaming() { "stream " } else { "" },
                     m.input().full_name(),
-                    if m.is_server_streaming() {
-                        "stream "
-                    } else {
-                        ""
-                    },
+                    if m.is_server_streaming() { "stream " } else { "" },
                     m.output().full_name()
                 )
             };
@@ -212,11 +195,7 @@ pub fn differences(reference: &DescriptorPool, ours: &DescriptorPool) -> Vec<Str
                     value.name(),
                     v.name()
                 )),
-                None => problems.push(format!(
-                    "{}.{} is missing",
-                    enumeration.full_name(),
-                    value.name()
-                )),
+                None => problems.push(format!("{}.{} is missing", enumeration.full_name(), value.name())),
             }
         }
     }

@@ -50,19 +50,12 @@ fn namespaces_create_label_list_and_remove() {
         .lines()
         .find(|l| l.starts_with("n1 "))
         .unwrap_or_else(|| panic!("n1 listed:\n{list}"));
-    assert_eq!(
-        row.split_whitespace().collect::<Vec<_>>(),
-        ["n1", "a=b,c=d"],
-        "{list}"
-    );
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["n1", "a=b,c=d"], "{list}");
 
     // Removing a label: an empty value deletes it.
     ctr.ok(&["namespaces", "label", "n1", "a="]);
     let list = ctr.ok(&["namespaces", "ls"]);
-    assert!(
-        list.lines().any(|l| l.split_whitespace().eq(["n1", "c=d"])),
-        "{list}"
-    );
+    assert!(list.lines().any(|l| l.split_whitespace().eq(["n1", "c=d"])), "{list}");
 
     // Creating it again is refused.
     let err = ctr.fails(&["namespaces", "create", "n1"]);
@@ -98,11 +91,7 @@ fn plugin_rows(out: &str) -> Vec<(String, String, String)> {
         .map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
             assert_eq!(cols.len(), 4, "TYPE ID PLATFORMS STATUS: {l}");
-            (
-                cols[0].to_string(),
-                cols[1].to_string(),
-                cols[3].to_string(),
-            )
+            (cols[0].to_string(), cols[1].to_string(), cols[3].to_string())
         })
         .collect()
 }
@@ -121,36 +110,25 @@ fn plugins_ls_lists_every_plugin_ok_and_filters_by_type() {
         ("io.containerd.grpc.v1", "healthcheck"),
     ] {
         assert!(
-            all.iter()
-                .any(|(t, id, _)| t == expected.0 && id == expected.1),
+            all.iter().any(|(t, id, _)| t == expected.0 && id == expected.1),
             "{expected:?} missing from {all:?}"
         );
     }
     assert!(all.iter().all(|(_, _, status)| status == "ok"), "{all:?}");
 
-    let grpc = plugin_rows(
-        &daemon
-            .ctr()
-            .ok(&["plugins", "ls", "type==io.containerd.grpc.v1"]),
-    );
+    let grpc = plugin_rows(&daemon.ctr().ok(&["plugins", "ls", "type==io.containerd.grpc.v1"]));
     assert!(!grpc.is_empty());
-    assert!(
-        grpc.iter().all(|(t, _, _)| t == "io.containerd.grpc.v1"),
-        "{grpc:?}"
-    );
+    assert!(grpc.iter().all(|(t, _, _)| t == "io.containerd.grpc.v1"), "{grpc:?}");
     assert_eq!(
         grpc.len(),
-        all.iter()
-            .filter(|(t, _, _)| t == "io.containerd.grpc.v1")
-            .count()
+        all.iter().filter(|(t, _, _)| t == "io.containerd.grpc.v1").count()
     );
 
-    let one =
-        plugin_rows(
-            &daemon
-                .ctr()
-                .ok(&["plugins", "ls", "type==io.containerd.grpc.v1,id==events"]),
-        );
+    let one = plugin_rows(
+        &daemon
+            .ctr()
+            .ok(&["plugins", "ls", "type==io.containerd.grpc.v1,id==events"]),
+    );
     assert_eq!(one.len(), 1, "{one:?}");
 
     let err = daemon.ctr().fails(&["plugins", "ls", "type=="]);
@@ -195,10 +173,7 @@ fn events_show_namespace_changes_with_json_bodies_and_filter_by_topic() {
     assert!(update.contains(r#""c":"d""#), "{update}");
 
     let out = all.stdout();
-    let position = |needle: &str| {
-        out.find(needle)
-            .unwrap_or_else(|| panic!("{needle} in {out}"))
-    };
+    let position = |needle: &str| out.find(needle).unwrap_or_else(|| panic!("{needle} in {out}"));
     assert!(
         position(&create) < position(&update) && position(&update) < position(&delete),
         "{out}"

@@ -66,10 +66,7 @@ fn imports_list_exactly_as_containerd_lists_them() {
             "ctr images ls differs in {namespace}"
         );
         assert!(listed.contains(&image.name), "{listed}");
-        assert!(
-            listed.contains(&format!("linux/{}", images::oci_arch())),
-            "{listed}"
-        );
+        assert!(listed.contains(&format!("linux/{}", images::oci_arch())), "{listed}");
         assert_eq!(
             content_rows(&ours),
             content_rows(&theirs),
@@ -78,10 +75,7 @@ fn imports_list_exactly_as_containerd_lists_them() {
     }
     let oci = berth.ctr().in_namespace("oci").ok(&["images", "ls"]);
     assert!(oci.contains(&image.manifest_digest), "{oci}");
-    assert!(
-        oci.contains("application/vnd.oci.image.manifest.v1+json"),
-        "{oci}"
-    );
+    assert!(oci.contains("application/vnd.oci.image.manifest.v1+json"), "{oci}");
 }
 
 #[test]
@@ -99,10 +93,7 @@ fn content_get_label_and_remove() {
         .expect("ctr content get");
     assert!(out.status.success());
     let mut archive = tar::Archive::new(std::fs::File::open(&image.oci_tar).unwrap());
-    let wanted = format!(
-        "blobs/sha256/{}",
-        image.layer_digest.trim_start_matches("sha256:")
-    );
+    let wanted = format!("blobs/sha256/{}", image.layer_digest.trim_start_matches("sha256:"));
     let layer = archive
         .entries()
         .unwrap()
@@ -124,11 +115,7 @@ fn content_get_label_and_remove() {
     // Removing a blob publishes /content/delete and it is gone from the listing.
     ctr.ok(&["content", "rm", &image.config_digest]);
     events.wait_for_line(&["/content/delete", &image.config_digest], EVENT_WAIT);
-    assert!(
-        !content_rows(&ctr)
-            .iter()
-            .any(|r| r.0 == image.config_digest)
-    );
+    assert!(!content_rows(&ctr).iter().any(|r| r.0 == image.config_digest));
     let err = ctr.fails(&["content", "get", &image.config_digest]);
     assert!(err.contains("not found"), "{err}");
 }
@@ -158,12 +145,7 @@ fn content_active_shows_an_import_in_progress() {
     drop(stdin);
     let status = child.wait().unwrap();
     assert!(status.success());
-    assert!(
-        daemon
-            .ctr()
-            .ok(&["images", "ls", "-q"])
-            .contains(&image.name)
-    );
+    assert!(daemon.ctr().ok(&["images", "ls", "-q"]).contains(&image.name));
     let active = daemon.ctr().ok(&["content", "active"]);
     assert!(
         !active.lines().any(|l| l.starts_with("tar-")),
@@ -191,10 +173,7 @@ fn exported_archives_import_into_containerd_with_the_same_manifest() {
     let containerd = Containerd::start();
     import(&containerd.ctr(), &out);
     let theirs = containerd.ctr().ok(&["images", "ls"]);
-    assert!(
-        theirs.contains(&digest),
-        "same manifest digest {digest}:\n{theirs}"
-    );
+    assert!(theirs.contains(&digest), "same manifest digest {digest}:\n{theirs}");
     // And the export imports back into berthd too.
     let again = Daemon::start();
     import(&again.ctr(), &out);
@@ -211,12 +190,7 @@ fn rm_sync_frees_what_the_image_alone_held() {
     let before = content_bytes(&daemon.root);
 
     import(&ctr, &busybox.oci_tar);
-    ctr.ok(&[
-        "images",
-        "tag",
-        &busybox.name,
-        "docker.io/berth/busybox:copy",
-    ]);
+    ctr.ok(&["images", "tag", &busybox.name, "docker.io/berth/busybox:copy"]);
     import(&ctr, &noise.oci_tar);
     let with_everything = content_bytes(&daemon.root);
     assert!(with_everything > before + (1 << 20));
@@ -224,22 +198,12 @@ fn rm_sync_frees_what_the_image_alone_held() {
     // The copy still points at busybox's blobs: removing the original frees nothing of them.
     ctr.ok(&["images", "rm", "--sync", &busybox.name]);
     let rows = content_rows(&ctr);
-    for digest in [
-        &busybox.manifest_digest,
-        &busybox.config_digest,
-        &busybox.layer_digest,
-    ] {
-        assert!(
-            rows.iter().any(|r| &r.0 == digest),
-            "{digest} survives: {rows:?}"
-        );
+    for digest in [&busybox.manifest_digest, &busybox.config_digest, &busybox.layer_digest] {
+        assert!(rows.iter().any(|r| &r.0 == digest), "{digest} survives: {rows:?}");
     }
     ctr.ok(&["images", "rm", "--sync", "docker.io/berth/busybox:copy"]);
     let rows = content_rows(&ctr);
-    assert!(
-        !rows.iter().any(|r| r.0 == busybox.layer_digest),
-        "{rows:?}"
-    );
+    assert!(!rows.iter().any(|r| r.0 == busybox.layer_digest), "{rows:?}");
     assert!(
         rows.iter().any(|r| r.0 == noise.layer_digest),
         "the other image keeps its blobs"
@@ -261,21 +225,10 @@ fn rm_sync_frees_what_the_image_alone_held() {
 fn leases_create_list_and_remove() {
     let daemon = Daemon::start();
     let ctr = daemon.ctr();
-    let created = ctr.ok(&[
-        "leases",
-        "create",
-        "--id",
-        "l1",
-        "--expires",
-        "1h",
-        "owner=test",
-    ]);
+    let created = ctr.ok(&["leases", "create", "--id", "l1", "--expires", "1h", "owner=test"]);
     assert_eq!(created.trim(), "l1");
     let listed = ctr.ok(&["leases", "ls"]);
-    let row = listed
-        .lines()
-        .find(|l| l.starts_with("l1 "))
-        .expect("l1 listed");
+    let row = listed.lines().find(|l| l.starts_with("l1 ")).expect("l1 listed");
     assert!(
         row.contains("owner=test") && row.contains("containerd.io/gc.expire="),
         "{row}"
@@ -295,10 +248,7 @@ fn removing_a_namespace_that_holds_an_image_is_refused() {
     let ctr = daemon.ctr().in_namespace("full");
     import(&ctr, &image.oci_tar);
     let err = ctr.fails(&["namespaces", "rm", "full"]);
-    assert!(
-        err.contains("must be empty") && err.contains("images"),
-        "{err}"
-    );
+    assert!(err.contains("must be empty") && err.contains("images"), "{err}");
     assert!(
         ctr.ok(&["images", "ls", "-q"]).contains(&image.name),
         "nothing was removed"
@@ -306,12 +256,7 @@ fn removing_a_namespace_that_holds_an_image_is_refused() {
     assert!(!content_rows(&ctr).is_empty());
     ctr.ok(&["images", "rm", "--sync", &image.name]);
     ctr.ok(&["namespaces", "rm", "full"]);
-    assert!(
-        !daemon
-            .ctr()
-            .ok(&["namespaces", "ls", "-q"])
-            .contains("full")
-    );
+    assert!(!daemon.ctr().ok(&["namespaces", "ls", "-q"]).contains("full"));
 }
 
 #[test]

@@ -26,8 +26,7 @@ fn a_second_daemon_on_the_same_root_refuses_to_start() {
     assert!(!status.success());
     let output = std::fs::read_to_string(&log).unwrap();
     assert!(
-        output.contains("already running with root")
-            && output.contains(&daemon.root.display().to_string()),
+        output.contains("already running with root") && output.contains(&daemon.root.display().to_string()),
         "{output}"
     );
     assert!(
@@ -69,10 +68,7 @@ async fn sigterm_ends_subscriptions_and_removes_the_sockets() {
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("the subscription ends within the grace period");
-    assert!(
-        !matches!(ended, Some(Ok(_))),
-        "no event, just the end: {ended:?}"
-    );
+    assert!(!matches!(ended, Some(Ok(_))), "no event, just the end: {ended:?}");
     let status = daemon.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "clean exit: {status}\n{}", daemon.log());
     assert!(!daemon.socket.exists(), "gRPC socket removed");
@@ -96,11 +92,7 @@ fn data_survives_sigkill_and_the_stale_socket_is_replaced() {
     );
     daemon.relaunch();
     let list = daemon.ctr().ok(&["namespaces", "ls"]);
-    assert!(
-        list.lines()
-            .any(|l| l.split_whitespace().eq(["kept", "x=1"])),
-        "{list}"
-    );
+    assert!(list.lines().any(|l| l.split_whitespace().eq(["kept", "x=1"])), "{list}");
 }
 
 #[test]
@@ -135,10 +127,7 @@ fn config_default_prints_the_whole_default_configuration() {
     }
     assert_eq!(parsed["root"].as_str(), Some("/var/lib/berth"));
     assert_eq!(parsed["state"].as_str(), Some("/run/berth"));
-    assert_eq!(
-        parsed["grpc"]["address"].as_str(),
-        Some("/run/berth/berth.sock")
-    );
+    assert_eq!(parsed["grpc"]["address"].as_str(), Some("/run/berth/berth.sock"));
 }
 
 #[test]
@@ -173,10 +162,7 @@ fn the_config_file_is_read_and_flags_override_it() {
 #[test]
 fn bad_settings_are_refused_by_name() {
     let run = |args: &[&str]| {
-        let out = Command::new(binaries::berth("berthd"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = Command::new(binaries::berth("berthd")).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

@@ -13,8 +13,8 @@ use berth_api::containerd::services::introspection::v1::PluginsRequest;
 use berth_api::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
 use berth_api::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
 use berth_api::containerd::services::namespaces::v1::{
-    CreateNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest,
-    Namespace, UpdateNamespaceRequest,
+    CreateNamespaceRequest, DeleteNamespaceRequest, GetNamespaceRequest, ListNamespacesRequest, Namespace,
+    UpdateNamespaceRequest,
 };
 use berth_api::containerd::services::version::v1::version_client::VersionClient;
 use berth_api::grpc::health::v1::HealthCheckRequest;
@@ -27,10 +27,7 @@ use tonic::{Code, Request};
 fn namespace(name: &str, labels: &[(&str, &str)]) -> Option<Namespace> {
     Some(Namespace {
         name: name.to_string(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     })
 }
 
@@ -69,14 +66,8 @@ async fn invalid_namespace_names_are_invalid_argument_and_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("namespace \"n1\": label \"k\""),
-        "{status:?}"
-    );
-    assert!(
-        namespace_names(&mut client).await.is_empty(),
-        "nothing was stored"
-    );
+    assert!(status.message().contains("namespace \"n1\": label \"k\""), "{status:?}");
+    assert!(namespace_names(&mut client).await.is_empty(), "nothing was stored");
 }
 
 #[tokio::test]
@@ -91,10 +82,7 @@ async fn malformed_filters_are_invalid_argument_naming_the_filter() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
-        assert!(
-            status.message().contains(&format!("filter {bad:?}")),
-            "{status:?}"
-        );
+        assert!(status.message().contains(&format!("filter {bad:?}")), "{status:?}");
     }
     let mut events = EventsClient::new(daemon.channel().await);
     let status = events
@@ -104,10 +92,7 @@ async fn malformed_filters_are_invalid_argument_naming_the_filter() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("topic==/namespaces/create"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("topic==/namespaces/create"), "{status:?}");
 }
 
 #[tokio::test]
@@ -170,9 +155,7 @@ async fn get_of_an_unknown_namespace_is_empty_and_delete_is_not_found() {
     let daemon = Daemon::start();
     let mut client = NamespacesClient::new(daemon.channel().await);
     let got = client
-        .get(GetNamespaceRequest {
-            name: "nobody".into(),
-        })
+        .get(GetNamespaceRequest { name: "nobody".into() })
         .await
         .unwrap()
         .into_inner()
@@ -181,9 +164,7 @@ async fn get_of_an_unknown_namespace_is_empty_and_delete_is_not_found() {
     assert_eq!(got.name, "nobody");
     assert!(got.labels.is_empty());
     let status = client
-        .delete(DeleteNamespaceRequest {
-            name: "nobody".into(),
-        })
+        .delete(DeleteNamespaceRequest { name: "nobody".into() })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -198,15 +179,9 @@ async fn publish_needs_a_valid_namespace_header() {
         topic: "/test/event".into(),
         event: Some(pack(&NamespaceCreate::default())),
     };
-    let status = events
-        .publish(Request::new(publish.clone()))
-        .await
-        .unwrap_err();
+    let status = events.publish(Request::new(publish.clone())).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(
-        status.message(),
-        "namespace is required: failed precondition"
-    );
+    assert_eq!(status.message(), "namespace is required: failed precondition");
 
     let status = events
         .publish(namespaced("Not Valid", publish.clone()))
@@ -228,10 +203,7 @@ async fn publish_needs_a_valid_namespace_header() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("\"no-slash\""), "{status:?}");
 
-    events
-        .publish(namespaced("default", publish))
-        .await
-        .unwrap();
+    events.publish(namespaced("default", publish)).await.unwrap();
 }
 
 #[tokio::test]
@@ -250,11 +222,7 @@ async fn published_events_reach_subscribers_with_bare_type_names() {
         labels: Default::default(),
     });
     any.type_url = format!("type.googleapis.com/{}", any.type_url);
-    for (ns, name) in [
-        ("default", "skipped"),
-        ("n2", "by-namespace"),
-        ("default", "wanted"),
-    ] {
+    for (ns, name) in [("default", "skipped"), ("n2", "by-namespace"), ("default", "wanted")] {
         let mut event = any.clone();
         if name != "wanted" {
             event = pack(&NamespaceCreate {
@@ -349,10 +317,7 @@ async fn the_required_namespace_interceptor_guards_a_real_server() {
     struct Echo;
     #[tonic::async_trait]
     impl Version for Echo {
-        async fn version(
-            &self,
-            request: Request<()>,
-        ) -> Result<tonic::Response<VersionResponse>, tonic::Status> {
+        async fn version(&self, request: Request<()>) -> Result<tonic::Response<VersionResponse>, tonic::Status> {
             let namespace = required(&request)?;
             Ok(tonic::Response::new(VersionResponse {
                 version: namespace,
@@ -366,25 +331,17 @@ async fn the_required_namespace_interceptor_guards_a_real_server() {
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(InterceptedService::new(
-                VersionServer::new(Echo),
-                namespace_required,
-            ))
+            .add_service(InterceptedService::new(VersionServer::new(Echo), namespace_required))
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
     );
     let mut client = VersionClient::new(berth_api::client::connect_unix(&socket).await.unwrap());
 
     let status = client.version(Request::new(())).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(
-        status.message(),
-        "namespace is required: failed precondition"
-    );
+    assert_eq!(status.message(), "namespace is required: failed precondition");
 
     let mut empty = Request::new(());
-    empty
-        .metadata_mut()
-        .insert(NAMESPACE_HEADER, "".parse().unwrap());
+    empty.metadata_mut().insert(NAMESPACE_HEADER, "".parse().unwrap());
     assert_eq!(
         client.version(empty).await.unwrap_err().code(),
         Code::FailedPrecondition
@@ -394,11 +351,7 @@ async fn the_required_namespace_interceptor_guards_a_real_server() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("\"bad ns\""), "{status:?}");
 
-    let reply = client
-        .version(namespaced("k8s.io", ()))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = client.version(namespaced("k8s.io", ())).await.unwrap().into_inner();
     assert_eq!(reply.version, "k8s.io");
     server.abort();
 }

@@ -11,8 +11,8 @@ use berth_api::containerd::services::containers::v1::{
 };
 use berth_api::containerd::services::content::v1::content_client::ContentClient;
 use berth_api::containerd::services::content::v1::{
-    Info, InfoRequest, ReadContentRequest, StatusRequest, UpdateRequest, WriteAction,
-    WriteContentRequest, WriteContentResponse,
+    Info, InfoRequest, ReadContentRequest, StatusRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    WriteContentResponse,
 };
 use berth_api::containerd::services::images::v1::images_client::ImagesClient;
 use berth_api::containerd::services::images::v1::{
@@ -31,13 +31,7 @@ fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
-fn write(
-    action: WriteAction,
-    reference: &str,
-    offset: i64,
-    data: &[u8],
-    expected: &str,
-) -> WriteContentRequest {
+fn write(action: WriteAction, reference: &str, offset: i64, data: &[u8], expected: &str) -> WriteContentRequest {
     WriteContentRequest {
         action: action as i32,
         r#ref: reference.into(),
@@ -60,9 +54,7 @@ async fn write_stream(
     let mut client = ContentClient::new(channel.clone());
     let mut request = namespaced(namespace, tokio_stream::iter(requests));
     if let Some(lease) = lease {
-        request
-            .metadata_mut()
-            .insert(LEASE_HEADER, lease.parse().unwrap());
+        request.metadata_mut().insert(LEASE_HEADER, lease.parse().unwrap());
     }
     let mut replies = client.write(request).await?.into_inner();
     let mut out = Vec::new();
@@ -74,12 +66,7 @@ async fn write_stream(
 
 async fn info(channel: &Channel, namespace: &str, digest: &str) -> Result<Info, Status> {
     ContentClient::new(channel.clone())
-        .info(namespaced(
-            namespace,
-            InfoRequest {
-                digest: digest.into(),
-            },
-        ))
+        .info(namespaced(namespace, InfoRequest { digest: digest.into() }))
         .await
         .map(|r| r.into_inner().info.unwrap())
 }
@@ -157,15 +144,9 @@ async fn a_wrong_digest_or_size_at_commit_stores_nothing() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("unexpected commit digest"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("unexpected commit digest"), "{status:?}");
     assert_eq!(
-        info(&channel, "default", &digest_of(b"this"))
-            .await
-            .unwrap_err()
-            .code(),
+        info(&channel, "default", &digest_of(b"this")).await.unwrap_err().code(),
         Code::NotFound
     );
     let status = write_stream(
@@ -180,10 +161,7 @@ async fn a_wrong_digest_or_size_at_commit_stores_nothing() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("unexpected commit size"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("unexpected commit size"), "{status:?}");
     let blobs = std::fs::read_dir(daemon.root.join("content/blobs/sha256"))
         .unwrap()
         .count();
@@ -211,12 +189,7 @@ async fn a_write_at_the_wrong_offset_is_out_of_range_and_keeps_the_data() {
         "{status:?}"
     );
     let ingest = ContentClient::new(channel.clone())
-        .status(namespaced(
-            "default",
-            StatusRequest {
-                r#ref: "off".into(),
-            },
-        ))
+        .status(namespaced("default", StatusRequest { r#ref: "off".into() }))
         .await
         .unwrap()
         .into_inner()
@@ -315,11 +288,7 @@ async fn unknown_and_malformed_digests_and_labels_are_refused() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
-        info(&channel, "default", &digest)
-            .await
-            .unwrap()
-            .labels
-            .is_empty(),
+        info(&channel, "default", &digest).await.unwrap().labels.is_empty(),
         "labels unchanged"
     );
 }
@@ -331,16 +300,11 @@ async fn one_writer_per_ref_and_namespaced_calls_need_a_namespace() {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut first = ContentClient::new(channel.clone());
     let mut replies = first
-        .write(namespaced(
-            "default",
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
+        .write(namespaced("default", tokio_stream::wrappers::ReceiverStream::new(rx)))
         .await
         .unwrap()
         .into_inner();
-    tx.send(write(WriteAction::Write, "held", 0, b"abc", ""))
-        .await
-        .unwrap();
+    tx.send(write(WriteAction::Write, "held", 0, b"abc", "")).await.unwrap();
     replies.next().await.unwrap().unwrap();
     let status = write_stream(
         &channel,
@@ -358,10 +322,7 @@ async fn one_writer_per_ref_and_namespaced_calls_need_a_namespace() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(
-        status.message(),
-        "namespace is required: failed precondition"
-    );
+    assert_eq!(status.message(), "namespace is required: failed precondition");
 }
 
 #[tokio::test]
@@ -422,10 +383,7 @@ async fn leases_hold_content_until_they_go() {
         .unwrap();
     assert!(info(&channel, "default", &digest).await.is_ok());
     assert_eq!(
-        info(&channel, "default", &unleased)
-            .await
-            .unwrap_err()
-            .code(),
+        info(&channel, "default", &unleased).await.unwrap_err().code(),
         Code::NotFound
     );
 
@@ -477,11 +435,7 @@ async fn leases_hold_content_until_they_go() {
             "default",
             CreateRequest {
                 id: "badexpiry".into(),
-                labels: [(
-                    "containerd.io/gc.expire".to_string(),
-                    "tomorrow".to_string(),
-                )]
-                .into(),
+                labels: [("containerd.io/gc.expire".to_string(), "tomorrow".to_string())].into(),
             },
         ))
         .await
@@ -669,11 +623,7 @@ async fn containers_made_by_grpc_are_shown_and_changed_by_ctr() {
 
     ctr.ok(&["containers", "rm", "c1"]);
     assert!(!ctr.ok(&["containers", "ls", "-q"]).contains("c1"));
-    for topic in [
-        "/containers/create",
-        "/containers/update",
-        "/containers/delete",
-    ] {
+    for topic in ["/containers/create", "/containers/update", "/containers/delete"] {
         let line = events.wait_for_line(&[topic, "c1"], Duration::from_secs(20));
         assert!(line.contains('{'), "{line}");
     }
@@ -683,8 +633,7 @@ async fn containers_made_by_grpc_are_shown_and_changed_by_ctr() {
 async fn container_records_refuse_bad_input_and_change_nothing() {
     let daemon = Daemon::start();
     let mut containers = ContainersClient::new(daemon.channel().await);
-    let create =
-        |c: Container| namespaced("default", CreateContainerRequest { container: Some(c) });
+    let create = |c: Container| namespaced("default", CreateContainerRequest { container: Some(c) });
     let long = "x".repeat(77);
     for (bad, why) in [
         (container(&long), "over-long id"),
@@ -721,10 +670,7 @@ async fn container_records_refuse_bad_input_and_change_nothing() {
         let status = containers.create(create(bad)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
     }
-    let status = containers
-        .create(create(container(&long)))
-        .await
-        .unwrap_err();
+    let status = containers.create(create(container(&long))).await.unwrap_err();
     assert!(status.message().contains(&long), "names the id: {status:?}");
     let all = containers
         .list(namespaced("default", ListContainersRequest::default()))
@@ -736,11 +682,7 @@ async fn container_records_refuse_bad_input_and_change_nothing() {
 
     containers.create(create(container("c1"))).await.unwrap();
     assert_eq!(
-        containers
-            .create(create(container("c1")))
-            .await
-            .unwrap_err()
-            .code(),
+        containers.create(create(container("c1"))).await.unwrap_err().code(),
         Code::AlreadyExists
     );
     let status = containers

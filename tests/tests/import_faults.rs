@@ -21,10 +21,7 @@ fn assert_listed_blobs_are_whole(daemon: &Daemon) {
             .output()
             .expect("ctr content get")
             .stdout;
-        assert_eq!(
-            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
-            digest
-        );
+        assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))), digest);
     }
     for entry in std::fs::read_dir(daemon.root.join("content/blobs/sha256")).unwrap() {
         let path = entry.unwrap().path();
@@ -56,10 +53,7 @@ fn sigkill_during_an_import_leaves_nothing_partial_and_the_import_can_be_retried
     berth_tests::wait::until(Duration::from_secs(30), "the layer ingest", || {
         let out = daemon.ctr().ok(&["content", "active"]);
         out.lines()
-            .any(|l| {
-                l.starts_with("tar-")
-                    && l.contains(image.layer_digest.trim_start_matches("sha256:"))
-            })
+            .any(|l| l.starts_with("tar-") && l.contains(image.layer_digest.trim_start_matches("sha256:")))
             .then_some(())
     });
 
@@ -78,30 +72,19 @@ fn sigkill_during_an_import_leaves_nothing_partial_and_the_import_can_be_retried
     // The interrupted ingest is either still shown (held by ctr's lease) or gone.
     let active = daemon.ctr().ok(&["content", "active"]);
     for line in active.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        assert!(
-            line.starts_with("tar-"),
-            "only the import's ingests: {line}"
-        );
+        assert!(line.starts_with("tar-"), "only the import's ingests: {line}");
     }
 
     // Importing again succeeds and yields the whole image.
-    daemon.ctr().ok(&[
-        "images",
-        "import",
-        "--no-unpack",
-        image.oci_tar.to_str().unwrap(),
-    ]);
+    daemon
+        .ctr()
+        .ok(&["images", "import", "--no-unpack", image.oci_tar.to_str().unwrap()]);
     let images = daemon.ctr().ok(&["images", "ls"]);
     assert!(
         images.contains(&image.name) && images.contains(&image.manifest_digest),
         "{images}"
     );
-    assert!(
-        daemon
-            .ctr()
-            .ok(&["content", "ls"])
-            .contains(&image.layer_digest)
-    );
+    assert!(daemon.ctr().ok(&["content", "ls"]).contains(&image.layer_digest));
     assert_listed_blobs_are_whole(&daemon);
     let active = daemon.ctr().ok(&["content", "active"]);
     assert!(

@@ -36,8 +36,7 @@ fn task_exit(namespace: &str, id: &str) -> ForwardRequest {
 async fn forward_until_seen(ttrpc_socket: &Path, ctr: &Ctr, id: &str) -> String {
     let events = ctr.spawn(&["events"]);
     let client = EventsClient::new(Client::connect(ttrpc_socket).await.expect("connect ttrpc"));
-    let options = CallOptions::with_metadata("containerd-namespace-ttrpc", "default")
-        .timeout(Duration::from_secs(5));
+    let options = CallOptions::with_metadata("containerd-namespace-ttrpc", "default").timeout(Duration::from_secs(5));
     for _ in 0..100 {
         client
             .forward(&options, &task_exit("default", id))
@@ -50,21 +49,13 @@ async fn forward_until_seen(ttrpc_socket: &Path, ctr: &Ctr, id: &str) -> String 
             return line.to_string();
         }
     }
-    panic!(
-        "the forwarded event never showed in ctr events: {}",
-        events.stderr()
-    );
+    panic!("the forwarded event never showed in ctr events: {}", events.stderr());
 }
 
 #[tokio::test]
 async fn shims_can_forward_events_to_berthd_over_ttrpc() {
     let daemon = Daemon::start();
-    let line = forward_until_seen(
-        &daemon.dir().join("berth.sock.ttrpc"),
-        &daemon.ctr(),
-        "c-berth",
-    )
-    .await;
+    let line = forward_until_seen(&daemon.dir().join("berth.sock.ttrpc"), &daemon.ctr(), "c-berth").await;
     assert!(line.contains(" default /tasks/exit "), "{line}");
     assert!(line.contains(r#""container_id":"c-berth""#), "{line}");
     assert!(line.contains(r#""exit_status":3"#), "{line}");
@@ -73,21 +64,14 @@ async fn shims_can_forward_events_to_berthd_over_ttrpc() {
 #[tokio::test]
 async fn malformed_envelopes_are_refused_over_ttrpc() {
     let daemon = Daemon::start();
-    let client = EventsClient::new(
-        Client::connect(daemon.dir().join("berth.sock.ttrpc"))
-            .await
-            .unwrap(),
-    );
+    let client = EventsClient::new(Client::connect(daemon.dir().join("berth.sock.ttrpc")).await.unwrap());
     let options = CallOptions::default();
     let mut no_time = task_exit("default", "x");
     no_time.envelope.as_mut().unwrap().timestamp = None;
     let status = client.forward(&options, &no_time).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("timestamp"), "{status:?}");
-    let status = client
-        .forward(&options, &task_exit("Bad NS", "x"))
-        .await
-        .unwrap_err();
+    let status = client.forward(&options, &task_exit("Bad NS", "x")).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("\"Bad NS\""), "{status:?}");
     let status = client
@@ -103,10 +87,6 @@ async fn malformed_envelopes_are_refused_over_ttrpc() {
 async fn berths_ttrpc_client_forwards_events_to_stock_containerd() {
     let containerd = Containerd::start();
     let line = forward_until_seen(&containerd.ttrpc_socket, &containerd.ctr(), "c-interop").await;
-    assert!(
-        line.contains(" default /tasks/exit "),
-        "{line}\n{}",
-        containerd.log()
-    );
+    assert!(line.contains(" default /tasks/exit "), "{line}\n{}", containerd.log());
     assert!(line.contains(r#""container_id":"c-interop""#), "{line}");
 }

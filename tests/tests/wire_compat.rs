@@ -75,8 +75,7 @@ fn the_comparison_catches_changed_numbers_types_and_methods() {
             if message.name() == "TaskExit" {
                 for field in &mut message.field {
                     if field.name() == "pid" {
-                        field.r#type =
-                            Some(prost_types::field_descriptor_proto::Type::Uint64 as i32);
+                        field.r#type = Some(prost_types::field_descriptor_proto::Type::Uint64 as i32);
                     }
                 }
             }

@@ -52,9 +52,7 @@ impl Digest {
     /// the message quotes it.
     pub fn parse(text: &str) -> Result<Self> {
         let invalid = |why: &str| Error::invalid_argument(format!("digest {text:?}: {why}"));
-        let (algorithm, hex) = text
-            .split_once(':')
-            .ok_or_else(|| invalid("must be algorithm:hex"))?;
+        let (algorithm, hex) = text.split_once(':').ok_or_else(|| invalid("must be algorithm:hex"))?;
         let algorithm = match algorithm {
             "sha256" => Algorithm::Sha256,
             "sha384" => Algorithm::Sha384,

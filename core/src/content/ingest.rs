@@ -37,10 +37,7 @@ impl IngestLock {
 
 impl Drop for IngestLock {
     fn drop(&mut self) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
     }
 }
 
@@ -79,18 +76,10 @@ fn nanos(time: SystemTime) -> String {
 
 impl IngestWriter {
     /// Starts a new ingest in `dir` (which must not exist).
-    pub(super) fn create(
-        dir: PathBuf,
-        lock: IngestLock,
-        total: i64,
-        blobs: PathBuf,
-    ) -> Result<Self> {
+    pub(super) fn create(dir: PathBuf, lock: IngestLock, total: i64, blobs: PathBuf) -> Result<Self> {
         let key = lock.key().to_string();
         let io = |e: std::io::Error| Error::io(format!("ingest {key:?}"), &e);
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&dir)
-            .map_err(io)?;
+        std::fs::DirBuilder::new().mode(0o755).create(&dir).map_err(io)?;
         let now = SystemTime::now();
         std::fs::write(dir.join("ref"), key.as_bytes()).map_err(io)?;
         std::fs::write(dir.join("startedat"), nanos(now)).map_err(io)?;
@@ -229,12 +218,9 @@ impl IngestWriter {
     /// with FailedPrecondition and the ingest stays as it was.
     pub fn commit(mut self, size: i64, expected: Option<&Digest>) -> Result<Committed> {
         let key = self.lock.key().to_string();
-        let io = |what: &str, e: std::io::Error| {
-            Error::io(format!("committing ingest {key:?}: {what}"), &e)
-        };
+        let io = |what: &str, e: std::io::Error| Error::io(format!("committing ingest {key:?}: {what}"), &e);
         self.file.sync_all().map_err(|e| io("sync", e))?;
-        let actual_size = i64::try_from(self.file.metadata().map_err(|e| io("stat", e))?.len())
-            .unwrap_or(i64::MAX);
+        let actual_size = i64::try_from(self.file.metadata().map_err(|e| io("stat", e))?.len()).unwrap_or(i64::MAX);
         if size > 0 && size != actual_size {
             return Err(Error::failed_precondition(format!(
                 "ref {key:?}: unexpected commit size {actual_size}, expected {size}"
@@ -260,8 +246,7 @@ impl IngestWriter {
         }
         let data = self.dir.join("data");
         // Read-only before it becomes visible, so no one ever sees a writable blob.
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o444))
-            .map_err(|e| io("chmod", e))?;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o444)).map_err(|e| io("chmod", e))?;
         std::fs::rename(&data, &target).map_err(|e| io("rename", e))?;
         File::open(&blobs_dir)
             .and_then(|d| d.sync_all())
@@ -292,61 +277,39 @@ mod tests {
     #[test]
     fn write_and_commit_makes_a_read_only_blob() {
         let (_dir, store) = store();
-        let mut writer = store
-            .open_ingest(store.lock_ingest("ns/a").unwrap(), 11)
-            .unwrap();
+        let mut writer = store.open_ingest(store.lock_ingest("ns/a").unwrap(), 11).unwrap();
         writer.write(b"hello ").unwrap();
         writer.write(b"world").unwrap();
         assert_eq!(writer.status().offset, 11);
         assert_eq!(writer.digest(), Digest::of(b"hello world"));
-        let committed = writer
-            .commit(11, Some(&Digest::of(b"hello world")))
-            .unwrap();
+        let committed = writer.commit(11, Some(&Digest::of(b"hello world"))).unwrap();
         assert!(!committed.existed);
         let path = store.blob_path(&committed.digest);
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o444
-        );
-        assert!(
-            store.ingest_status("ns/a").unwrap().is_none(),
-            "ingest removed"
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o444);
+        assert!(store.ingest_status("ns/a").unwrap().is_none(), "ingest removed");
         assert!(!store.is_locked("ns/a"), "lock released");
     }
 
     #[test]
     fn wrong_size_or_digest_is_refused_and_nothing_is_stored() {
         let (_dir, store) = store();
-        let mut writer = store
-            .open_ingest(store.lock_ingest("ns/b").unwrap(), 0)
-            .unwrap();
+        let mut writer = store.open_ingest(store.lock_ingest("ns/b").unwrap(), 0).unwrap();
         writer.write(b"data").unwrap();
         let err = writer.commit(5, None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
         assert!(
-            err.to_string()
-                .contains("unexpected commit size 4, expected 5"),
+            err.to_string().contains("unexpected commit size 4, expected 5"),
             "{err}"
         );
         assert!(store.blobs().unwrap().is_empty());
 
-        let mut writer = store
-            .open_ingest(store.lock_ingest("ns/b").unwrap(), 0)
-            .unwrap();
-        assert_eq!(
-            writer.status().offset,
-            4,
-            "the failed commit left the ingest to resume"
-        );
+        let mut writer = store.open_ingest(store.lock_ingest("ns/b").unwrap(), 0).unwrap();
+        assert_eq!(writer.status().offset, 4, "the failed commit left the ingest to resume");
         writer.write(b"!").unwrap();
         let err = writer.commit(0, Some(&Digest::of(b"other"))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
-        assert!(
-            err.to_string().contains("unexpected commit digest"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unexpected commit digest"), "{err}");
         assert!(store.blobs().unwrap().is_empty());
     }
 
@@ -364,17 +327,13 @@ mod tests {
     fn ingests_resume_with_the_right_digest() {
         let (_dir, store) = store();
         {
-            let mut writer = store
-                .open_ingest(store.lock_ingest("ns/d").unwrap(), 10)
-                .unwrap();
+            let mut writer = store.open_ingest(store.lock_ingest("ns/d").unwrap(), 10).unwrap();
             writer.write(b"01234").unwrap();
             // Dropped without commit, as when a client disconnects.
         }
         let status = store.ingest_status("ns/d").unwrap().unwrap();
         assert_eq!((status.offset, status.total), (5, 10));
-        let mut writer = store
-            .open_ingest(store.lock_ingest("ns/d").unwrap(), 10)
-            .unwrap();
+        let mut writer = store.open_ingest(store.lock_ingest("ns/d").unwrap(), 10).unwrap();
         assert_eq!(writer.status().offset, 5);
         writer.write(b"56789").unwrap();
         let committed = writer.commit(10, Some(&Digest::of(b"0123456789"))).unwrap();
@@ -384,9 +343,7 @@ mod tests {
     #[test]
     fn truncate_starts_over() {
         let (_dir, store) = store();
-        let mut writer = store
-            .open_ingest(store.lock_ingest("ns/e").unwrap(), 0)
-            .unwrap();
+        let mut writer = store.open_ingest(store.lock_ingest("ns/e").unwrap(), 0).unwrap();
         writer.write(b"garbage").unwrap();
         writer.truncate().unwrap();
         writer.write(b"good").unwrap();
@@ -397,9 +354,7 @@ mod tests {
     fn committing_an_existing_blob_drops_the_ingest() {
         let (_dir, store) = store();
         for key in ["ns/f", "ns/g"] {
-            let mut writer = store
-                .open_ingest(store.lock_ingest(key).unwrap(), 0)
-                .unwrap();
+            let mut writer = store.open_ingest(store.lock_ingest(key).unwrap(), 0).unwrap();
             writer.write(b"same").unwrap();
             let committed = writer.commit(0, None).unwrap();
             assert_eq!(committed.existed, key == "ns/g");
@@ -412,14 +367,10 @@ mod tests {
     fn a_different_total_starts_a_fresh_ingest() {
         let (_dir, store) = store();
         {
-            let mut writer = store
-                .open_ingest(store.lock_ingest("ns/h").unwrap(), 10)
-                .unwrap();
+            let mut writer = store.open_ingest(store.lock_ingest("ns/h").unwrap(), 10).unwrap();
             writer.write(b"abc").unwrap();
         }
-        let writer = store
-            .open_ingest(store.lock_ingest("ns/h").unwrap(), 20)
-            .unwrap();
+        let writer = store.open_ingest(store.lock_ingest("ns/h").unwrap(), 20).unwrap();
         assert_eq!(writer.status().offset, 0);
         assert_eq!(writer.status().total, 20);
     }

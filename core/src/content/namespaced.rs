@@ -52,9 +52,7 @@ fn ref_not_found(reference: &str) -> Error {
     Error::not_found(format!("ref {reference:?}"))
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::internal(format!("content task failed: {e}")))?
@@ -107,12 +105,7 @@ impl NamespacedContent {
     }
 
     /// Changes a blob's labels (the only mutable field).
-    pub async fn update_labels(
-        &self,
-        namespace: &str,
-        digest: &Digest,
-        update: LabelUpdate,
-    ) -> Result<Info> {
+    pub async fn update_labels(&self, namespace: &str, digest: &Digest, update: LabelUpdate) -> Result<Info> {
         let (ns, d) = (namespace.to_string(), digest.clone());
         self.meta
             .write(move |txn| content::update_labels(txn, &ns, &d, update))
@@ -123,20 +116,12 @@ impl NamespacedContent {
     pub async fn list(&self, namespace: &str, filter: Filter) -> Result<Vec<Info>> {
         let ns = namespace.to_string();
         let infos = self.meta.read(move |txn| content::list(txn, &ns)).await?;
-        Ok(infos
-            .into_iter()
-            .filter(|i| filter.matches(&InfoFields(i)))
-            .collect())
+        Ok(infos.into_iter().filter(|i| filter.matches(&InfoFields(i))).collect())
     }
 
     /// Removes a blob from a namespace (garbage collection removes the file
     /// once no namespace holds it).
-    pub async fn delete(
-        &self,
-        namespace: &str,
-        digest: &Digest,
-        lease: Option<String>,
-    ) -> Result<()> {
+    pub async fn delete(&self, namespace: &str, digest: &Digest, lease: Option<String>) -> Result<()> {
         let (ns, d) = (namespace.to_string(), digest.clone());
         self.meta
             .write(move |txn| {
@@ -214,9 +199,9 @@ impl NamespacedContent {
         let record = IngestRecord {
             expected: expected.as_ref().map(Digest::to_string).unwrap_or_default(),
             total,
-            expire_at: lease.is_none().then(|| {
-                timestamps::from_system_time(SystemTime::now() + UNLEASED_INGEST_LIFETIME)
-            }),
+            expire_at: lease
+                .is_none()
+                .then(|| timestamps::from_system_time(SystemTime::now() + UNLEASED_INGEST_LIFETIME)),
         };
         let (n, r, l) = (ns.clone(), reference.to_string(), lease.clone());
         self.meta
@@ -270,10 +255,7 @@ impl NamespacedContent {
     /// Every ingest of a namespace that has data on disk and passes `filter`.
     pub async fn list_statuses(&self, namespace: &str, filter: Filter) -> Result<Vec<RefStatus>> {
         let ns = namespace.to_string();
-        let records = self
-            .meta
-            .read(move |txn| content::list_ingests(txn, &ns))
-            .await?;
+        let records = self.meta.read(move |txn| content::list_ingests(txn, &ns)).await?;
         let store = Arc::clone(&self.store);
         let ns = namespace.to_string();
         let statuses = blocking(move || {
@@ -297,12 +279,7 @@ impl NamespacedContent {
     }
 
     /// Drops an ingest and its data.
-    pub async fn abort(
-        &self,
-        namespace: &str,
-        reference: &str,
-        lease: Option<String>,
-    ) -> Result<()> {
+    pub async fn abort(&self, namespace: &str, reference: &str, lease: Option<String>) -> Result<()> {
         let (ns, r) = (namespace.to_string(), reference.to_string());
         self.meta
             .write(move |txn| {
@@ -358,10 +335,7 @@ impl ContentWriter {
         Ok(match self.state()? {
             WriterState::Ingest(w) => w.status(),
             WriterState::Shared {
-                size,
-                started_at,
-                lock,
-                ..
+                size, started_at, lock, ..
             } => IngestStatus {
                 key: lock.key().to_string(),
                 offset: *size,
@@ -394,45 +368,39 @@ impl ContentWriter {
         copy_existing: bool,
         work: impl FnOnce(&mut IngestWriter) -> Result<()> + Send + 'static,
     ) -> Result<()> {
-        let state = self
-            .state
-            .take()
-            .ok_or_else(|| Error::internal("writer was lost"))?;
+        let state = self.state.take().ok_or_else(|| Error::internal("writer was lost"))?;
         let store = Arc::clone(&self.content.store);
-        let (state, result) =
-            tokio::task::spawn_blocking(move || -> (Option<WriterState>, Result<()>) {
-                let mut writer = match state {
-                    WriterState::Ingest(w) => w,
-                    WriterState::Shared {
-                        digest, size, lock, ..
-                    } => {
-                        let opened = store.open_ingest(lock, size).and_then(|mut w| {
-                            w.truncate()?;
-                            if copy_existing {
-                                let mut blob = store.open_blob(&digest)?;
-                                let mut buffer = vec![0u8; 1 << 20];
-                                loop {
-                                    let n = std::io::Read::read(&mut blob, &mut buffer)
-                                        .map_err(|e| Error::io(format!("content {digest}"), &e))?;
-                                    if n == 0 {
-                                        break;
-                                    }
-                                    w.write(&buffer[..n])?;
+        let (state, result) = tokio::task::spawn_blocking(move || -> (Option<WriterState>, Result<()>) {
+            let mut writer = match state {
+                WriterState::Ingest(w) => w,
+                WriterState::Shared { digest, size, lock, .. } => {
+                    let opened = store.open_ingest(lock, size).and_then(|mut w| {
+                        w.truncate()?;
+                        if copy_existing {
+                            let mut blob = store.open_blob(&digest)?;
+                            let mut buffer = vec![0u8; 1 << 20];
+                            loop {
+                                let n = std::io::Read::read(&mut blob, &mut buffer)
+                                    .map_err(|e| Error::io(format!("content {digest}"), &e))?;
+                                if n == 0 {
+                                    break;
                                 }
+                                w.write(&buffer[..n])?;
                             }
-                            Ok(w)
-                        });
-                        match opened {
-                            Ok(w) => w,
-                            Err(e) => return (None, Err(e)),
                         }
+                        Ok(w)
+                    });
+                    match opened {
+                        Ok(w) => w,
+                        Err(e) => return (None, Err(e)),
                     }
-                };
-                let result = work(&mut writer);
-                (Some(WriterState::Ingest(writer)), result)
-            })
-            .await
-            .map_err(|e| Error::internal(format!("content write task failed: {e}")))?;
+                }
+            };
+            let result = work(&mut writer);
+            (Some(WriterState::Ingest(writer)), result)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("content write task failed: {e}")))?;
         self.state = state;
         result
     }
@@ -456,12 +424,8 @@ impl ContentWriter {
         expected: Option<Digest>,
         labels: HashMap<String, String>,
     ) -> Result<Digest> {
-        labels::validate_all(&labels)
-            .map_err(|e| e.with_context(format!("ref {:?}", self.reference)))?;
-        let state = self
-            .state
-            .take()
-            .ok_or_else(|| Error::internal("writer was lost"))?;
+        labels::validate_all(&labels).map_err(|e| e.with_context(format!("ref {:?}", self.reference)))?;
+        let state = self.state.take().ok_or_else(|| Error::internal("writer was lost"))?;
         let store = Arc::clone(&self.content.store);
         let _gc = store.gc_lock().read().await;
         let (digest, size) = match state {
@@ -469,9 +433,7 @@ impl ContentWriter {
                 let committed = blocking(move || writer.commit(size, expected.as_ref())).await?;
                 (committed.digest, committed.size)
             }
-            WriterState::Shared {
-                digest, size: have, ..
-            } => {
+            WriterState::Shared { digest, size: have, .. } => {
                 if size != 0 && size != have {
                     return Err(Error::failed_precondition(format!(
                         "ref {:?}: unexpected commit size {have}, expected {size}",

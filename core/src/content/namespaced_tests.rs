@@ -30,19 +30,12 @@ fn fixture() -> Fixture {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 async fn put(f: &Fixture, ns: &str, data: &[u8], blob_labels: &[(&str, &str)]) -> Digest {
     let reference = format!("ref-{}", Digest::of(data).hex());
-    let mut writer = f
-        .content
-        .writer(ns, &reference, 0, None, None)
-        .await
-        .unwrap();
+    let mut writer = f.content.writer(ns, &reference, 0, None, None).await.unwrap();
     writer.write(data.to_vec()).await.unwrap();
     match writer.commit(0, None, labels(blob_labels)).await {
         Ok(digest) => digest,
@@ -56,10 +49,7 @@ async fn writes_commit_into_the_namespace_only() {
     let f = fixture();
     let digest = put(&f, "a", b"hello", &[("k", "v")]).await;
     let info = f.content.info("a", &digest).await.unwrap();
-    assert_eq!(
-        (info.size, info.labels.get("k").map(String::as_str)),
-        (5, Some("v"))
-    );
+    assert_eq!((info.size, info.labels.get("k").map(String::as_str)), (5, Some("v")));
     let err = f.content.info("b", &digest).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(err.to_string(), format!("content {digest}: not found"));
@@ -81,13 +71,7 @@ async fn an_expected_digest_the_namespace_holds_is_already_exists_at_once() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
-    assert!(
-        f.content
-            .list_statuses("a", Filter::always())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.content.list_statuses("a", Filter::always()).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -100,16 +84,9 @@ async fn a_blob_another_namespace_holds_commits_without_data() {
         .await
         .unwrap();
     let status = writer.status().unwrap();
+    assert_eq!((status.offset, status.total), (12, 12), "nothing left to send");
     assert_eq!(
-        (status.offset, status.total),
-        (12, 12),
-        "nothing left to send"
-    );
-    assert_eq!(
-        writer
-            .commit(12, Some(digest.clone()), HashMap::new())
-            .await
-            .unwrap(),
+        writer.commit(12, Some(digest.clone()), HashMap::new()).await.unwrap(),
         digest
     );
     assert_eq!(f.content.info("b", &digest).await.unwrap().size, 12);
@@ -120,11 +97,7 @@ async fn a_blob_another_namespace_holds_commits_without_data() {
 async fn one_writer_per_ref() {
     let f = fixture();
     let _first = f.content.writer("a", "busy", 0, None, None).await.unwrap();
-    let err = f
-        .content
-        .writer("a", "busy", 0, None, None)
-        .await
-        .unwrap_err();
+    let err = f.content.writer("a", "busy", 0, None, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     // The same ref in another namespace is another write.
     f.content.writer("b", "busy", 0, None, None).await.unwrap();
@@ -140,13 +113,7 @@ async fn a_wrong_digest_stores_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
-    assert!(
-        f.content
-            .list("a", Filter::always())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.content.list("a", Filter::always()).await.unwrap().is_empty());
     assert!(f.content.store().blobs().unwrap().is_empty());
     // The ingest is still there to resume or abort.
     let status = f.content.status("a", "r").await.unwrap();
@@ -166,11 +133,7 @@ async fn leases_hold_ingests_then_content() {
         .write(|txn| lease_meta::create(txn, "a", "l1", HashMap::new()).map(|_| ()))
         .await
         .unwrap();
-    let mut writer = f
-        .content
-        .writer("a", "r", 0, None, Some("l1".into()))
-        .await
-        .unwrap();
+    let mut writer = f.content.writer("a", "r", 0, None, Some("l1".into())).await.unwrap();
     let resources = f
         .meta
         .read(|txn| lease_meta::list_resources(txn, "a", "l1"))
@@ -192,24 +155,14 @@ async fn leases_hold_ingests_then_content() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert!(
-        f.content
-            .list_statuses("a", Filter::always())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.content.list_statuses("a", Filter::always()).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn statuses_filter_on_ref() {
     let f = fixture();
     for reference in ["layer-1", "layer-2", "config-1"] {
-        let mut w = f
-            .content
-            .writer("a", reference, 100, None, None)
-            .await
-            .unwrap();
+        let mut w = f.content.writer("a", reference, 100, None, None).await.unwrap();
         w.write(vec![1, 2, 3]).await.unwrap();
     }
     let filter = Filter::parse_all(&["ref~=^layer-"]).unwrap();
@@ -233,6 +186,7 @@ fn collector(f: &Fixture) -> GarbageCollector {
     GarbageCollector::start(
         f.meta.clone(),
         Arc::clone(f.content.store()),
+        Arc::new(crate::snapshots::Snapshotters::default()),
         ShutdownSignal::never(),
     )
 }
@@ -272,10 +226,7 @@ async fn images_keep_what_they_reference_and_nothing_else() {
         b"manifest 1",
         &[
             ("containerd.io/gc.ref.content.l.0", &layer.to_string()),
-            (
-                "containerd.io/gc.ref.content.l.1",
-                &shared_layer.to_string(),
-            ),
+            ("containerd.io/gc.ref.content.l.1", &shared_layer.to_string()),
         ],
     )
     .await;
@@ -283,10 +234,7 @@ async fn images_keep_what_they_reference_and_nothing_else() {
         &f,
         "a",
         b"manifest 2",
-        &[(
-            "containerd.io/gc.ref.content.l.0",
-            &shared_layer.to_string(),
-        )],
+        &[("containerd.io/gc.ref.content.l.0", &shared_layer.to_string())],
     )
     .await;
     let stray = put(&f, "a", b"stray", &[]).await;
@@ -345,11 +293,7 @@ async fn leases_hold_content_until_deleted_or_expired() {
         })
         .await
         .unwrap();
-    let mut writer = f
-        .content
-        .writer("a", "r1", 0, None, Some("held".into()))
-        .await
-        .unwrap();
+    let mut writer = f.content.writer("a", "r1", 0, None, Some("held".into())).await.unwrap();
     writer.write(b"kept".to_vec()).await.unwrap();
     let kept = writer.commit(0, None, HashMap::new()).await.unwrap();
     let mut writer = f
@@ -372,10 +316,7 @@ async fn leases_hold_content_until_deleted_or_expired() {
             .is_none()
     );
 
-    f.meta
-        .write(|txn| lease_meta::delete(txn, "a", "held"))
-        .await
-        .unwrap();
+    f.meta.write(|txn| lease_meta::delete(txn, "a", "held")).await.unwrap();
     gc.collect().await.unwrap();
     assert_eq!(present(&f, "a", &kept).await, (false, false));
 }
@@ -418,10 +359,7 @@ async fn unleased_ingests_live_until_they_expire_and_orphans_go() {
     f.meta
         .write(|txn| {
             let mut record = content::get_ingest_for_update(txn, "a", "old")?.unwrap();
-            record.expire_at = Some(prost_types::Timestamp {
-                seconds: 1,
-                nanos: 0,
-            });
+            record.expire_at = Some(prost_types::Timestamp { seconds: 1, nanos: 0 });
             content::put_ingest(txn, "a", "old", &record)
         })
         .await
@@ -465,31 +403,18 @@ async fn collection_runs_by_itself_when_a_lease_expires() {
     let expiry = timestamps::format_rfc3339(SystemTime::now() + Duration::from_millis(700));
     f.meta
         .write(move |txn| {
-            lease_meta::create(
-                txn,
-                "a",
-                "short",
-                labels(&[("containerd.io/gc.expire", &expiry)]),
-            )
-            .map(|_| ())
+            lease_meta::create(txn, "a", "short", labels(&[("containerd.io/gc.expire", &expiry)])).map(|_| ())
         })
         .await
         .unwrap();
-    let mut writer = f
-        .content
-        .writer("a", "r", 0, None, Some("short".into()))
-        .await
-        .unwrap();
+    let mut writer = f.content.writer("a", "r", 0, None, Some("short".into())).await.unwrap();
     writer.write(b"until expiry".to_vec()).await.unwrap();
     let digest = writer.commit(0, None, HashMap::new()).await.unwrap();
     let _gc = collector(&f);
     // No one asks for a pass: the collector wakes at the expiry on its own.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while present(&f, "a", &digest).await != (false, false) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the blob outlived its lease"
-        );
+        assert!(std::time::Instant::now() < deadline, "the blob outlived its lease");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(

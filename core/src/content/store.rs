@@ -58,8 +58,7 @@ impl ContentStore {
     /// Opens the store under `root` (`<daemon root>/content`), creating it.
     pub fn open(root: &Path) -> Result<Self> {
         for dir in [root.join("blobs").join("sha256"), root.join("ingest")] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -111,8 +110,7 @@ impl ContentStore {
     /// Every stored blob's digest.
     pub fn blobs(&self) -> Result<Vec<Digest>> {
         let dir = self.root.join("blobs").join(Algorithm::Sha256.name());
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
@@ -168,10 +166,7 @@ impl ContentStore {
 
     /// Whether a writer holds the key now.
     pub fn is_locked(&self, key: &str) -> bool {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).contains_key(key)
     }
 
     /// Opens the ingest for a locked key, resuming its data when a valid
@@ -232,8 +227,7 @@ impl ContentStore {
     /// `ref` file is unreadable, which only garbage collection cares about).
     pub fn ingests(&self) -> Result<Vec<(PathBuf, Option<String>)>> {
         let dir = self.root.join("ingest");
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), &e))?;
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -248,9 +242,7 @@ impl ContentStore {
 pub(super) fn read_status(dir: &Path) -> std::io::Result<IngestStatus> {
     let mut key = String::new();
     File::open(dir.join("ref"))?.read_to_string(&mut key)?;
-    let offset = std::fs::metadata(dir.join("data"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let offset = std::fs::metadata(dir.join("data")).map(|m| m.len()).unwrap_or(0);
     let total = std::fs::read_to_string(dir.join("total"))
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -266,11 +258,9 @@ pub(super) fn read_status(dir: &Path) -> std::io::Result<IngestStatus> {
 
 fn read_time(path: &Path) -> std::io::Result<SystemTime> {
     let text = std::fs::read_to_string(path)?;
-    let nanos: u64 = text.trim().parse().map_err(|_| {
-        std::io::Error::new(
-            IoErrorKind::InvalidData,
-            format!("{}: not a time", path.display()),
-        )
-    })?;
+    let nanos: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::new(IoErrorKind::InvalidData, format!("{}: not a time", path.display())))?;
     Ok(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
 }

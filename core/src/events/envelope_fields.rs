@@ -74,15 +74,11 @@ fn message_field(message: &DynamicMessage, path: &[String]) -> Option<String> {
 mod tests {
     use super::*;
     use berth_api::any::pack;
-    use berth_api::containerd::events::{
-        ContainerCreate, NamespaceCreate, TaskExit, container_create,
-    };
+    use berth_api::containerd::events::{ContainerCreate, NamespaceCreate, TaskExit, container_create};
 
     fn fields_of(envelope: &Envelope, path: &str) -> Option<String> {
         let path: Vec<String> = path.split('.').map(str::to_string).collect();
-        EnvelopeFields::new(envelope)
-            .field(&path)
-            .map(|v| v.into_owned())
+        EnvelopeFields::new(envelope).field(&path).map(|v| v.into_owned())
     }
 
     fn envelope(event: prost_types::Any) -> Envelope {
@@ -124,11 +120,7 @@ mod tests {
             fields_of(&e, "event.runtime.name").as_deref(),
             Some("io.containerd.runc.v2")
         );
-        assert_eq!(
-            fields_of(&e, "event.image"),
-            None,
-            "empty strings are absent"
-        );
+        assert_eq!(fields_of(&e, "event.image"), None, "empty strings are absent");
         let no_runtime = envelope(pack(&ContainerCreate::default()));
         assert_eq!(fields_of(&no_runtime, "event.runtime.name"), None);
     }

@@ -62,12 +62,7 @@ impl Exchange {
     }
 
     /// Publishes `event` on `topic` for `namespace`, stamped with the current time.
-    pub fn publish<M: Message + Name>(
-        &self,
-        namespace: &str,
-        topic: &str,
-        event: &M,
-    ) -> Result<()> {
+    pub fn publish<M: Message + Name>(&self, namespace: &str, topic: &str, event: &M) -> Result<()> {
         self.publish_any(namespace, topic, pack(event))
     }
 
@@ -87,8 +82,7 @@ impl Exchange {
     /// Sends an envelope stamped elsewhere (a shim, another daemon). Its
     /// namespace, topic and timestamp must be valid.
     pub fn forward(&self, envelope: Envelope) -> Result<()> {
-        identifiers::validate("namespace", &envelope.namespace)
-            .map_err(|e| e.with_context("event envelope"))?;
+        identifiers::validate("namespace", &envelope.namespace).map_err(|e| e.with_context("event envelope"))?;
         topic::validate(&envelope.topic).map_err(|e| e.with_context("event envelope"))?;
         if timestamps::is_zero(envelope.timestamp.as_ref()) {
             return Err(Error::invalid_argument(format!(
@@ -177,9 +171,7 @@ impl Stream for Subscription {
                 if self.overflowed.load(Ordering::Acquire) {
                     Poll::Ready(Some(Err(Error::new(
                         crate::error::ErrorKind::ResourceExhausted,
-                        format!(
-                            "event subscription fell more than {SUBSCRIBER_QUEUE} events behind and was ended"
-                        ),
+                        format!("event subscription fell more than {SUBSCRIBER_QUEUE} events behind and was ended"),
                     ))))
                 } else {
                     Poll::Ready(None)
@@ -239,22 +231,15 @@ mod tests {
     #[tokio::test]
     async fn filters_on_topic_namespace_and_event_fields() {
         let exchange = Exchange::new();
-        let mut by_topic =
-            exchange.subscribe(Filter::parse_all(&[r#"topic=="/namespaces/create""#]).unwrap());
+        let mut by_topic = exchange.subscribe(Filter::parse_all(&[r#"topic=="/namespaces/create""#]).unwrap());
         let mut by_ns = exchange.subscribe(Filter::parse_all(&["namespace==other"]).unwrap());
         let mut by_body = exchange.subscribe(Filter::parse_all(&["event.name==n2"]).unwrap());
         exchange
             .publish("default", "/namespaces/create", &create("n1"))
             .unwrap();
+        exchange.publish("other", "/namespaces/create", &create("n2")).unwrap();
         exchange
-            .publish("other", "/namespaces/create", &create("n2"))
-            .unwrap();
-        exchange
-            .publish(
-                "default",
-                "/namespaces/delete",
-                &NamespaceDelete { name: "n1".into() },
-            )
+            .publish("default", "/namespaces/delete", &NamespaceDelete { name: "n1".into() })
             .unwrap();
 
         assert_eq!(next(&mut by_topic).await.namespace, "default");
@@ -269,9 +254,7 @@ mod tests {
     #[tokio::test]
     async fn bad_topics_and_namespaces_are_refused() {
         let exchange = Exchange::new();
-        let err = exchange
-            .publish("default", "tasks", &create("x"))
-            .unwrap_err();
+        let err = exchange.publish("default", "tasks", &create("x")).unwrap_err();
         assert!(err.to_string().contains("must start with '/'"), "{err}");
         let err = exchange.publish("Bad NS", "/x", &create("x")).unwrap_err();
         assert!(err.to_string().contains("\"Bad NS\""), "{err}");
@@ -282,10 +265,7 @@ mod tests {
         let exchange = Exchange::new();
         let mut sub = exchange.subscribe(Filter::always());
         let stamped = Envelope {
-            timestamp: Some(prost_types::Timestamp {
-                seconds: 42,
-                nanos: 1,
-            }),
+            timestamp: Some(prost_types::Timestamp { seconds: 42, nanos: 1 }),
             namespace: "n1".into(),
             topic: "/tasks/exit".into(),
             event: None,

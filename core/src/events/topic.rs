@@ -15,8 +15,7 @@ pub fn validate(topic: &str) -> Result<()> {
         )));
     }
     for component in rest.split('/') {
-        identifiers::validate("topic component", component)
-            .map_err(|e| e.with_context(format!("topic {topic:?}")))?;
+        identifiers::validate("topic component", component).map_err(|e| e.with_context(format!("topic {topic:?}")))?;
     }
     Ok(())
 }
@@ -27,27 +26,14 @@ mod tests {
 
     #[test]
     fn accepts_known_topics() {
-        for topic in [
-            "/tasks/exit",
-            "/tasks/exec-added",
-            "/namespaces/create",
-            "/x",
-        ] {
+        for topic in ["/tasks/exit", "/tasks/exec-added", "/namespaces/create", "/x"] {
             validate(topic).unwrap();
         }
     }
 
     #[test]
     fn rejects_malformed_topics() {
-        for topic in [
-            "",
-            "/",
-            "tasks/exit",
-            "/tasks//exit",
-            "/tasks/",
-            "/a b",
-            "/-x",
-        ] {
+        for topic in ["", "/", "tasks/exit", "/tasks//exit", "/tasks/", "/a b", "/-x"] {
             let err = validate(topic).unwrap_err();
             assert!(err.to_string().contains(&format!("{topic:?}")), "{err}");
         }

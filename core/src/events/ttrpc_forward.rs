@@ -28,11 +28,7 @@ impl TtrpcForwarder {
 }
 
 impl Events for TtrpcForwarder {
-    async fn forward(
-        &self,
-        _context: RequestContext,
-        request: ForwardRequest,
-    ) -> Result<(), Status> {
+    async fn forward(&self, _context: RequestContext, request: ForwardRequest) -> Result<(), Status> {
         let envelope = request
             .envelope
             .ok_or_else(|| Error::invalid_argument("forward: envelope must be set"))?;

@@ -30,16 +30,11 @@ pub trait Adaptor {
 
 /// Looks `rest` (the path after `labels.`) up in a label map. The remaining
 /// components are joined with `.`, so `labels.a.b` names the key `a.b`.
-pub fn label_field<'a>(
-    labels: &'a HashMap<String, String>,
-    rest: &[String],
-) -> Option<Cow<'a, str>> {
+pub fn label_field<'a>(labels: &'a HashMap<String, String>, rest: &[String]) -> Option<Cow<'a, str>> {
     if rest.is_empty() {
         return None;
     }
-    labels
-        .get(&rest.join("."))
-        .map(|v| Cow::Borrowed(v.as_str()))
+    labels.get(&rest.join(".")).map(|v| Cow::Borrowed(v.as_str()))
 }
 
 /// A field whose value counts as present only when it is not empty (how

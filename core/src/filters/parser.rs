@@ -81,12 +81,7 @@ impl<'a> Parser<'a> {
                 let regex = regex::RegexBuilder::new(&pattern)
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
-                    .or_else(|e| {
-                        fail(
-                            value_offset,
-                            format!("invalid regular expression {pattern:?}: {e}"),
-                        )
-                    })?;
+                    .or_else(|e| fail(value_offset, format!("invalid regular expression {pattern:?}: {e}")))?;
                 Operator::Matches(RegexMatch(regex))
             }
             Token::Operator(other) => {
@@ -125,12 +120,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn unquote(
-        &self,
-        offset: usize,
-        quoted: &'a str,
-        alternative_quotes: bool,
-    ) -> Result<String, ParseError> {
+    fn unquote(&self, offset: usize, quoted: &'a str, alternative_quotes: bool) -> Result<String, ParseError> {
         if !alternative_quotes && !quoted.starts_with('"') {
             return fail(offset, "invalid quote encountered");
         }

@@ -189,12 +189,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn scan_digits(
-        &mut self,
-        mut ch: Option<char>,
-        base: u32,
-        mut count: u32,
-    ) -> (Option<char>, bool) {
+    fn scan_digits(&mut self, mut ch: Option<char>, base: u32, mut count: u32) -> (Option<char>, bool) {
         while count > 0 && ch.and_then(|c| c.to_digit(16)).is_some_and(|d| d < base) {
             ch = self.next();
             count -= 1;

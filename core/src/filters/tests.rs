@@ -27,27 +27,16 @@ fn thing(name: &'static str, kind: &'static str, labels: &[(&str, &str)]) -> Thi
     Thing {
         name,
         kind,
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
 fn corpus() -> Vec<Thing> {
     vec![
-        thing(
-            "web",
-            "svc",
-            &[("tier", "front"), ("app.kubernetes.io/name", "web")],
-        ),
+        thing("web", "svc", &[("tier", "front"), ("app.kubernetes.io/name", "web")]),
         thing("db", "svc", &[("tier", "back")]),
         thing("cache", "", &[("tier", ""), ("with space", "yes")]),
-        thing(
-            "docker.io/library/busybox:latest",
-            "image",
-            &[("quote\"d", "1")],
-        ),
+        thing("docker.io/library/busybox:latest", "image", &[("quote\"d", "1")]),
         thing("job-1", "batch", &[]),
     ]
 }
@@ -68,13 +57,7 @@ fn parse_error(filter: &str) -> String {
     err.to_string()
 }
 
-const ALL: [&str; 5] = [
-    "web",
-    "db",
-    "cache",
-    "docker.io/library/busybox:latest",
-    "job-1",
-];
+const ALL: [&str; 5] = ["web", "db", "cache", "docker.io/library/busybox:latest", "job-1"];
 
 #[test]
 fn no_filters_or_an_empty_one_match_everything() {
@@ -132,15 +115,9 @@ fn presence() {
 
 #[test]
 fn regular_expressions() {
-    assert_eq!(
-        select(&["name~=^d"]),
-        ["db", "docker.io/library/busybox:latest"]
-    );
+    assert_eq!(select(&["name~=^d"]), ["db", "docker.io/library/busybox:latest"]);
     assert_eq!(select(&["name~=/^job-[0-9]$/"]), ["job-1"]);
-    assert_eq!(
-        select(&["name~=|/library/|"]),
-        ["docker.io/library/busybox:latest"]
-    );
+    assert_eq!(select(&["name~=|/library/|"]), ["docker.io/library/busybox:latest"]);
     assert_eq!(select(&["name~=^(web|db)$"]), ["web", "db"]);
     assert_eq!(
         select(&[r#"name~="b""#]),
@@ -149,10 +126,7 @@ fn regular_expressions() {
     // Matching is unanchored, and an absent field is matched as "".
     assert_eq!(select(&["kind~=^$"]), ["cache"]);
     // The alternative quotes let a pattern hold double quotes and slashes.
-    assert_eq!(
-        select(&[r"name~=/\/library\//"]),
-        ["docker.io/library/busybox:latest"]
-    );
+    assert_eq!(select(&[r"name~=/\/library\//"]), ["docker.io/library/busybox:latest"]);
 }
 
 #[test]
@@ -160,18 +134,12 @@ fn commas_and_and_repeated_filters_or() {
     assert_eq!(select(&["kind==svc,labels.tier==back"]), ["db"]);
     assert_eq!(select(&["kind==svc, labels.tier==back"]), ["db"]);
     assert_eq!(select(&["name==web", "name==db"]), ["web", "db"]);
-    assert_eq!(
-        select(&["kind==svc,name==web", "kind==batch"]),
-        ["web", "job-1"]
-    );
+    assert_eq!(select(&["kind==svc,name==web", "kind==batch"]), ["web", "job-1"]);
 }
 
 #[test]
 fn quoted_field_names() {
-    assert_eq!(
-        select(&[r#"labels."app.kubernetes.io/name"==web"#]),
-        ["web"]
-    );
+    assert_eq!(select(&[r#"labels."app.kubernetes.io/name"==web"#]), ["web"]);
     assert_eq!(select(&[r#"labels."with space""#]), ["cache"]);
     assert_eq!(
         select(&[r#"labels."quote\"d"==1"#]),
@@ -180,9 +148,7 @@ fn quoted_field_names() {
     // Unquoted dots split the path and join back into the key...
     assert_eq!(select(&["labels.app==web"]), Vec::<&str>::new());
     // ...but a `/` in a field name opens a quote, so such keys need quoting.
-    assert!(
-        parse_error("labels.app.kubernetes.io/name==web").contains("quoted literal not terminated")
-    );
+    assert!(parse_error("labels.app.kubernetes.io/name==web").contains("quoted literal not terminated"));
 }
 
 #[test]
@@ -251,10 +217,7 @@ fn trailing_input_errors() {
 #[test]
 fn regex_errors_are_invalid_argument() {
     let err = parse_error("name~=/(unclosed/");
-    assert!(
-        err.contains("invalid regular expression \"(unclosed\""),
-        "{err}"
-    );
+    assert!(err.contains("invalid regular expression \"(unclosed\""), "{err}");
     let err = parse_error("name~=/x{99999999}/");
     assert!(err.contains("invalid regular expression"), "{err}");
 }

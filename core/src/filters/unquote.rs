@@ -58,8 +58,7 @@ pub(super) fn unquote(quoted: &str) -> Result<String, UnquoteError> {
             }
             'u' | 'U' => {
                 let width = if escape == 'u' { 4 } else { 8 };
-                let value =
-                    hex_digits(&mut rest, width).ok_or(UnquoteError("quote syntax error"))?;
+                let value = hex_digits(&mut rest, width).ok_or(UnquoteError("quote syntax error"))?;
                 let ch = char::from_u32(value).ok_or(UnquoteError("invalid unicode code point"))?;
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
@@ -111,10 +110,7 @@ mod tests {
     fn escapes() {
         assert_eq!(unquote(r#""a\"b""#).unwrap(), "a\"b");
         assert_eq!(unquote(r#""\t\n\\""#).unwrap(), "\t\n\\");
-        assert_eq!(
-            unquote(r#""\x41\102\u00e9\U0001F600""#).unwrap(),
-            "AB\u{e9}\u{1F600}"
-        );
+        assert_eq!(unquote(r#""\x41\102\u00e9\U0001F600""#).unwrap(), "AB\u{e9}\u{1F600}");
         assert_eq!(unquote(r"/a\/b/").unwrap(), "a/b");
         assert_eq!(unquote(r"|a\|b|").unwrap(), "a|b");
     }

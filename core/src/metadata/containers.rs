@@ -33,9 +33,7 @@ pub fn validate(container: &Container) -> Result<()> {
         )));
     }
     if container.spec.is_none() {
-        return Err(Error::invalid_argument(format!(
-            "container {id:?}: spec must be set"
-        )));
+        return Err(Error::invalid_argument(format!("container {id:?}: spec must be set")));
     }
     if !container.snapshot_key.is_empty() && container.snapshotter.is_empty() {
         return Err(Error::invalid_argument(format!(
@@ -62,20 +60,13 @@ pub fn list(txn: &ReadTransaction, namespace: &str) -> Result<Vec<Container>> {
 }
 
 /// Stores a new container; AlreadyExists when the id is taken.
-pub fn create(
-    txn: &WriteTransaction,
-    namespace: &str,
-    mut container: Container,
-) -> Result<Container> {
+pub fn create(txn: &WriteTransaction, namespace: &str, mut container: Container) -> Result<Container> {
     validate(&container)?;
     namespaces::ensure(txn, namespace)?;
     {
         let table = txn.open_table(CONTAINERS.def).map_err(store_error)?;
         if CONTAINERS.get(&table, namespace, &container.id)?.is_some() {
-            return Err(Error::already_exists(format!(
-                "container {:?}",
-                container.id
-            )));
+            return Err(Error::already_exists(format!("container {:?}", container.id)));
         }
     }
     let now = timestamps::now();
@@ -89,23 +80,14 @@ pub fn create(
 /// Changes a container as the field mask says (`labels`, `labels.<k>`,
 /// `spec`, `extensions`, `extensions.<k>`, `image`, `snapshotkey`; empty =
 /// all of those, and then the runtime and snapshotter must be unchanged).
-pub fn update(
-    txn: &WriteTransaction,
-    namespace: &str,
-    container: Container,
-    paths: &[String],
-) -> Result<Container> {
+pub fn update(txn: &WriteTransaction, namespace: &str, container: Container, paths: &[String]) -> Result<Container> {
     let id = container.id.clone();
     if id.is_empty() {
-        return Err(Error::invalid_argument(
-            "container id is required for update",
-        ));
+        return Err(Error::invalid_argument("container id is required for update"));
     }
     let mut updated = {
         let table = txn.open_table(CONTAINERS.def).map_err(store_error)?;
-        CONTAINERS
-            .get(&table, namespace, &id)?
-            .ok_or_else(|| not_found(&id))?
+        CONTAINERS.get(&table, namespace, &id)?.ok_or_else(|| not_found(&id))?
     };
     let created_at = updated.created_at;
     let default_paths: Vec<String>;
@@ -115,12 +97,7 @@ pub fn update(
                 "container {id:?}: snapshotter is immutable"
             )));
         }
-        let runtime_name = |c: &Container| {
-            c.runtime
-                .as_ref()
-                .map(|r| r.name.clone())
-                .unwrap_or_default()
-        };
+        let runtime_name = |c: &Container| c.runtime.as_ref().map(|r| r.name.clone()).unwrap_or_default();
         if runtime_name(&updated) != runtime_name(&container) {
             return Err(Error::invalid_argument(format!(
                 "container {id:?}: runtime name is immutable"
@@ -137,10 +114,7 @@ pub fn update(
     let mut label_keys = Vec::new();
     for path in paths {
         if let Some(key) = path.strip_prefix("labels.") {
-            label_keys.push((
-                key.to_string(),
-                container.labels.get(key).cloned().unwrap_or_default(),
-            ));
+            label_keys.push((key.to_string(), container.labels.get(key).cloned().unwrap_or_default()));
             continue;
         }
         if let Some(key) = path.strip_prefix("extensions.") {
@@ -176,7 +150,5 @@ pub fn update(
 
 /// Removes a container; NotFound when there is none.
 pub fn delete(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<Container> {
-    CONTAINERS
-        .remove(txn, namespace, id)?
-        .ok_or_else(|| not_found(id))
+    CONTAINERS.remove(txn, namespace, id)?.ok_or_else(|| not_found(id))
 }

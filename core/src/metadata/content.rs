@@ -31,11 +31,7 @@ pub fn get(txn: &ReadTransaction, namespace: &str, digest: &Digest) -> Result<Op
 }
 
 /// The record of a blob, inside a write transaction.
-pub fn get_for_update(
-    txn: &WriteTransaction,
-    namespace: &str,
-    digest: &Digest,
-) -> Result<Option<Info>> {
+pub fn get_for_update(txn: &WriteTransaction, namespace: &str, digest: &Digest) -> Result<Option<Info>> {
     let table = txn.open_table(BLOBS.def).map_err(store_error)?;
     BLOBS.get(&table, namespace, &digest.to_string())
 }
@@ -76,12 +72,7 @@ pub fn add(
 }
 
 /// Changes a blob's labels.
-pub fn update_labels(
-    txn: &WriteTransaction,
-    namespace: &str,
-    digest: &Digest,
-    update: LabelUpdate,
-) -> Result<Info> {
+pub fn update_labels(txn: &WriteTransaction, namespace: &str, digest: &Digest, update: LabelUpdate) -> Result<Info> {
     let mut info = get_for_update(txn, namespace, digest)?.ok_or_else(|| not_found(digest))?;
     update
         .apply(&mut info.labels)
@@ -99,21 +90,13 @@ pub fn remove(txn: &WriteTransaction, namespace: &str, digest: &Digest) -> Resul
 }
 
 /// The record of an ingest.
-pub fn get_ingest(
-    txn: &ReadTransaction,
-    namespace: &str,
-    reference: &str,
-) -> Result<Option<IngestRecord>> {
+pub fn get_ingest(txn: &ReadTransaction, namespace: &str, reference: &str) -> Result<Option<IngestRecord>> {
     let table = txn.open_table(INGESTS.def).map_err(store_error)?;
     INGESTS.get(&table, namespace, reference)
 }
 
 /// The record of an ingest, inside a write transaction.
-pub fn get_ingest_for_update(
-    txn: &WriteTransaction,
-    namespace: &str,
-    reference: &str,
-) -> Result<Option<IngestRecord>> {
+pub fn get_ingest_for_update(txn: &WriteTransaction, namespace: &str, reference: &str) -> Result<Option<IngestRecord>> {
     let table = txn.open_table(INGESTS.def).map_err(store_error)?;
     INGESTS.get(&table, namespace, reference)
 }
@@ -125,21 +108,12 @@ pub fn list_ingests(txn: &ReadTransaction, namespace: &str) -> Result<Vec<(Strin
 }
 
 /// Records (or refreshes) an ingest.
-pub fn put_ingest(
-    txn: &WriteTransaction,
-    namespace: &str,
-    reference: &str,
-    record: &IngestRecord,
-) -> Result<()> {
+pub fn put_ingest(txn: &WriteTransaction, namespace: &str, reference: &str, record: &IngestRecord) -> Result<()> {
     INGESTS.put(txn, namespace, reference, record)
 }
 
 /// Forgets an ingest; returns its record when there was one.
-pub fn remove_ingest(
-    txn: &WriteTransaction,
-    namespace: &str,
-    reference: &str,
-) -> Result<Option<IngestRecord>> {
+pub fn remove_ingest(txn: &WriteTransaction, namespace: &str, reference: &str) -> Result<Option<IngestRecord>> {
     INGESTS.remove(txn, namespace, reference)
 }
 
@@ -158,11 +132,7 @@ pub fn all_live(txn: &ReadTransaction) -> Result<Live> {
     let blobs = txn.open_table(BLOBS.def).map_err(store_error)?;
     let ingests = txn.open_table(INGESTS.def).map_err(store_error)?;
     Ok(Live {
-        digests: BLOBS
-            .all(&blobs)?
-            .into_iter()
-            .map(|(_, digest, _)| digest)
-            .collect(),
+        digests: BLOBS.all(&blobs)?.into_iter().map(|(_, digest, _)| digest).collect(),
         ingest_keys: INGESTS
             .all(&ingests)?
             .into_iter()

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use redb::WriteTransaction;
 
-use super::{containers, content, images, leases, store_error};
+use super::{containers, content, images, leases, snapshots, store_error};
 use crate::content::Digest;
 use crate::error::Result;
 use crate::timestamps;
@@ -56,8 +56,8 @@ pub enum Node {
 /// What a pass kept and removed.
 #[derive(Clone, Debug, Default)]
 pub struct Sweep {
-    /// Snapshots still referenced, per (namespace, snapshotter).
-    pub live_snapshots: HashSet<Node>,
+    /// Snapshot records removed, as (namespace, snapshotter, key).
+    pub removed_snapshots: Vec<(String, String, String)>,
     /// Blob records removed, as (namespace, digest).
     pub removed_content: Vec<(String, String)>,
     /// Ingest records removed, as (namespace, ref).
@@ -94,9 +94,8 @@ fn label_refs(namespace: &str, labels: &HashMap<String, String>, push: &mut impl
     }
 }
 
-/// Marks from the roots and removes unreachable blob and ingest records and
-/// expired leases. Snapshot records are the snapshotters' to sweep: the
-/// live set is returned for them.
+/// Marks from the roots and removes unreachable blob, ingest and snapshot
+/// records and expired leases. A snapshot keeps its parent chain.
 pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> {
     let mut sweep = Sweep::default();
     let note_expiry = |sweep: &mut Sweep, at: SystemTime| {
@@ -121,6 +120,12 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
         .filter(|(_, _, r)| !r.expected.is_empty())
         .map(|(ns, reference, r)| ((ns.clone(), reference.clone()), r.expected.clone()))
         .collect();
+    let snapshot_records = snapshots::all(txn)?;
+    let snapshot_by_key: HashMap<(String, String, String), &berth_api::berth::metadata::v1::SnapshotRecord> =
+        snapshot_records
+            .iter()
+            .map(|(ns, sn, key, record)| ((ns.clone(), sn.clone(), key.clone()), record))
+            .collect();
     let all_leases = {
         let table = txn.open_table(leases::LEASES.def).map_err(store_error)?;
         leases::LEASES.all(&table)?
@@ -210,9 +215,7 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
         }
     }
     {
-        let table = txn
-            .open_table(containers::CONTAINERS.def)
-            .map_err(store_error)?;
+        let table = txn.open_table(containers::CONTAINERS.def).map_err(store_error)?;
         for (ns, _, container) in containers::CONTAINERS.all(&table)? {
             if !container.snapshotter.is_empty() && !container.snapshot_key.is_empty() {
                 stack.push((
@@ -231,8 +234,28 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
     // Mark.
     let mut live: HashSet<Node> = HashSet::new();
     let mut followed: HashSet<Node> = HashSet::new();
+    let mut parents_pushed: HashSet<Node> = HashSet::new();
     while let Some((node, follow)) = stack.pop() {
         live.insert(node.clone());
+        // A snapshot needs its parents however it is held, flat or not.
+        if let Node::Snapshot {
+            namespace,
+            snapshotter,
+            key,
+        } = &node
+            && parents_pushed.insert(node.clone())
+            && let Some(record) = snapshot_by_key.get(&(namespace.clone(), snapshotter.clone(), key.clone()))
+            && !record.parent.is_empty()
+        {
+            stack.push((
+                Node::Snapshot {
+                    namespace: namespace.clone(),
+                    snapshotter: snapshotter.clone(),
+                    key: record.parent.clone(),
+                },
+                follow,
+            ));
+        }
         if !follow || !followed.insert(node.clone()) {
             continue;
         }
@@ -242,12 +265,8 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
                     label_refs(namespace, labels, &mut |n| stack.push((n, true)));
                 }
             }
-            Node::Ingest {
-                namespace,
-                reference,
-            } => {
-                if let Some(expected) = ingest_expected.get(&(namespace.clone(), reference.clone()))
-                {
+            Node::Ingest { namespace, reference } => {
+                if let Some(expected) = ingest_expected.get(&(namespace.clone(), reference.clone())) {
                     stack.push((
                         Node::Content {
                             namespace: namespace.clone(),
@@ -257,8 +276,15 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
                     ));
                 }
             }
-            // Parents and labels of snapshots are followed by the snapshot sweep.
-            Node::Snapshot { .. } => {}
+            Node::Snapshot {
+                namespace,
+                snapshotter,
+                key,
+            } => {
+                if let Some(record) = snapshot_by_key.get(&(namespace.clone(), snapshotter.clone(), key.clone())) {
+                    label_refs(namespace, &record.labels, &mut |n| stack.push((n, true)));
+                }
+            }
         }
     }
 
@@ -290,9 +316,16 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
             sweep.removed_leases.push((ns, id));
         }
     }
-    sweep.live_snapshots = live
-        .into_iter()
-        .filter(|n| matches!(n, Node::Snapshot { .. }))
-        .collect();
+    for (ns, sn, key, _) in &snapshot_records {
+        let node = Node::Snapshot {
+            namespace: ns.clone(),
+            snapshotter: sn.clone(),
+            key: key.clone(),
+        };
+        if !live.contains(&node) {
+            snapshots::remove(txn, ns, sn, key)?;
+            sweep.removed_snapshots.push((ns.clone(), sn.clone(), key.clone()));
+        }
+    }
     Ok(sweep)
 }

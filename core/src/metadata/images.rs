@@ -46,8 +46,7 @@ pub fn validate(image: &Image) -> Result<()> {
             "image {name:?}: target media type must be set"
         )));
     }
-    labels::validate_all(&target.annotations)
-        .map_err(|e| context(e.with_context("target annotation")))?;
+    labels::validate_all(&target.annotations).map_err(|e| context(e.with_context("target annotation")))?;
     Ok(())
 }
 
@@ -87,21 +86,14 @@ pub fn create(txn: &WriteTransaction, namespace: &str, mut image: Image) -> Resu
 
 /// Changes an image as the field mask says (`labels`, `labels.<k>`,
 /// `target`, `annotations`, `annotations.<k>`; empty = all of them).
-pub fn update(
-    txn: &WriteTransaction,
-    namespace: &str,
-    image: Image,
-    paths: &[String],
-) -> Result<Image> {
+pub fn update(txn: &WriteTransaction, namespace: &str, image: Image, paths: &[String]) -> Result<Image> {
     let name = image.name.clone();
     if name.is_empty() {
         return Err(Error::invalid_argument("image name is required for update"));
     }
     let mut updated = {
         let table = txn.open_table(IMAGES.def).map_err(store_error)?;
-        IMAGES
-            .get(&table, namespace, &name)?
-            .ok_or_else(|| not_found(&name))?
+        IMAGES.get(&table, namespace, &name)?.ok_or_else(|| not_found(&name))?
     };
     let created_at = updated.created_at;
     if paths.is_empty() {
@@ -110,10 +102,7 @@ pub fn update(
         let mut label_keys = Vec::new();
         for path in paths {
             if let Some(key) = path.strip_prefix("labels.") {
-                label_keys.push((
-                    key.to_string(),
-                    image.labels.get(key).cloned().unwrap_or_default(),
-                ));
+                label_keys.push((key.to_string(), image.labels.get(key).cloned().unwrap_or_default()));
                 continue;
             }
             if let Some(key) = path.strip_prefix("annotations.") {
@@ -134,15 +123,8 @@ pub fn update(
                 "labels" => updated.labels = image.labels.clone(),
                 "target" => updated.target = image.target.clone(),
                 "annotations" => {
-                    let annotations = image
-                        .target
-                        .as_ref()
-                        .map(|t| t.annotations.clone())
-                        .unwrap_or_default();
-                    updated
-                        .target
-                        .get_or_insert_with(Descriptor::default)
-                        .annotations = annotations;
+                    let annotations = image.target.as_ref().map(|t| t.annotations.clone()).unwrap_or_default();
+                    updated.target.get_or_insert_with(Descriptor::default).annotations = annotations;
                 }
                 _ => {
                     return Err(Error::invalid_argument(format!(
@@ -166,7 +148,5 @@ pub fn update(
 
 /// Removes an image; NotFound when there is none.
 pub fn delete(txn: &WriteTransaction, namespace: &str, name: &str) -> Result<Image> {
-    IMAGES
-        .remove(txn, namespace, name)?
-        .ok_or_else(|| not_found(name))
+    IMAGES.remove(txn, namespace, name)?.ok_or_else(|| not_found(name))
 }

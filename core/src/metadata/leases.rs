@@ -20,11 +20,8 @@ use crate::{labels, timestamps};
 pub(crate) const LEASES: Records<Lease> = Records::new("leases", "lease");
 
 /// (namespace, lease id, resource type, resource id) -> ().
-pub(crate) const RESOURCES: TableDefinition<
-    'static,
-    (&'static str, &'static str, &'static str, &'static str),
-    (),
-> = TableDefinition::new("lease_resources");
+pub(crate) const RESOURCES: TableDefinition<'static, (&'static str, &'static str, &'static str, &'static str), ()> =
+    TableDefinition::new("lease_resources");
 
 /// Label holding a lease's expiry time (RFC 3339).
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
@@ -81,9 +78,7 @@ pub fn validate_resource(kind: &str, id: &str) -> Result<String> {
         {
             Ok(id.to_string())
         }
-        INGESTS => Err(Error::invalid_argument(
-            "ingest resource id must not be empty",
-        )),
+        INGESTS => Err(Error::invalid_argument("ingest resource id must not be empty")),
         _ if kind.starts_with(SNAPSHOTS_PREFIX) => Err(Error::invalid_argument(format!(
             "snapshot resource type {kind:?} must be snapshots/<snapshotter> with a key"
         ))),
@@ -107,12 +102,7 @@ pub fn is_flat(lease: &Lease) -> bool {
 }
 
 /// Creates a lease; AlreadyExists when the id is taken.
-pub fn create(
-    txn: &WriteTransaction,
-    namespace: &str,
-    id: &str,
-    labels: HashMap<String, String>,
-) -> Result<Lease> {
+pub fn create(txn: &WriteTransaction, namespace: &str, id: &str, labels: HashMap<String, String>) -> Result<Lease> {
     validate_id(id)?;
     labels::validate_all(&labels).map_err(|e| e.with_context(format!("lease {id:?}")))?;
     if let Some(value) = labels.get(EXPIRE_LABEL)
@@ -147,11 +137,7 @@ pub fn get(txn: &ReadTransaction, namespace: &str, id: &str) -> Result<Option<Le
 /// Every lease of a namespace.
 pub fn list(txn: &ReadTransaction, namespace: &str) -> Result<Vec<Lease>> {
     let table = txn.open_table(LEASES.def).map_err(store_error)?;
-    Ok(LEASES
-        .list(&table, namespace)?
-        .into_iter()
-        .map(|(_, l)| l)
-        .collect())
+    Ok(LEASES.list(&table, namespace)?.into_iter().map(|(_, l)| l).collect())
 }
 
 fn exists(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
@@ -161,17 +147,11 @@ fn exists(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
 
 /// Deletes a lease and its resource list (not the resources themselves).
 pub fn delete(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<()> {
-    LEASES
-        .remove(txn, namespace, id)?
-        .ok_or_else(|| not_found(id))?;
+    LEASES.remove(txn, namespace, id)?.ok_or_else(|| not_found(id))?;
     remove_all_resources(txn, namespace, id)
 }
 
-pub(crate) fn remove_all_resources(
-    txn: &WriteTransaction,
-    namespace: &str,
-    id: &str,
-) -> Result<()> {
+pub(crate) fn remove_all_resources(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<()> {
     let mut table = txn.open_table(RESOURCES).map_err(store_error)?;
     let keys: Vec<(String, String)> = table
         .range((namespace, id, "", "")..)
@@ -191,13 +171,7 @@ pub(crate) fn remove_all_resources(
 }
 
 /// Adds a resource to a lease; NotFound when the lease does not exist.
-pub fn add_resource(
-    txn: &WriteTransaction,
-    namespace: &str,
-    id: &str,
-    kind: &str,
-    resource: &str,
-) -> Result<()> {
+pub fn add_resource(txn: &WriteTransaction, namespace: &str, id: &str, kind: &str, resource: &str) -> Result<()> {
     let resource = validate_resource(kind, resource)?;
     if !exists(txn, namespace, id)? {
         return Err(not_found(id));
@@ -210,13 +184,7 @@ pub fn add_resource(
 }
 
 /// Removes a resource from a lease; NotFound when the lease does not exist.
-pub fn delete_resource(
-    txn: &WriteTransaction,
-    namespace: &str,
-    id: &str,
-    kind: &str,
-    resource: &str,
-) -> Result<()> {
+pub fn delete_resource(txn: &WriteTransaction, namespace: &str, id: &str, kind: &str, resource: &str) -> Result<()> {
     let resource = validate_resource(kind, resource)?;
     if !exists(txn, namespace, id)? {
         return Err(not_found(id));
@@ -229,11 +197,7 @@ pub fn delete_resource(
 }
 
 /// A lease's resources as (type, id); NotFound when the lease does not exist.
-pub fn list_resources(
-    txn: &ReadTransaction,
-    namespace: &str,
-    id: &str,
-) -> Result<Vec<(String, String)>> {
+pub fn list_resources(txn: &ReadTransaction, namespace: &str, id: &str) -> Result<Vec<(String, String)>> {
     if get(txn, namespace, id)?.is_none() {
         return Err(not_found(id));
     }
@@ -247,10 +211,7 @@ fn resources_in(
     id: &str,
 ) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for entry in table
-        .range((namespace, id, "", "")..)
-        .map_err(store_error)?
-    {
+    for entry in table.range((namespace, id, "", "")..).map_err(store_error)? {
         let entry = entry.map_err(store_error)?;
         let (ns, lease, kind, rid) = entry.0.value();
         if ns != namespace || lease != id {
@@ -262,33 +223,20 @@ fn resources_in(
 }
 
 /// Every (namespace, lease, type, id) row, for garbage collection.
-pub(crate) fn all_resources(
-    txn: &WriteTransaction,
-) -> Result<Vec<(String, String, String, String)>> {
+pub(crate) fn all_resources(txn: &WriteTransaction) -> Result<Vec<(String, String, String, String)>> {
     let table = txn.open_table(RESOURCES).map_err(store_error)?;
     let mut out = Vec::new();
     for entry in table.iter().map_err(store_error)? {
         let entry = entry.map_err(store_error)?;
         let (ns, lease, kind, rid) = entry.0.value();
-        out.push((
-            ns.to_string(),
-            lease.to_string(),
-            kind.to_string(),
-            rid.to_string(),
-        ));
+        out.push((ns.to_string(), lease.to_string(), kind.to_string(), rid.to_string()));
     }
     Ok(out)
 }
 
 /// Adds a resource to the lease a request carries, if it carries one: what
 /// the `containerd-lease` header does for everything a request creates.
-pub fn hold(
-    txn: &WriteTransaction,
-    namespace: &str,
-    lease: Option<&str>,
-    kind: &str,
-    resource: &str,
-) -> Result<()> {
+pub fn hold(txn: &WriteTransaction, namespace: &str, lease: Option<&str>, kind: &str, resource: &str) -> Result<()> {
     match lease {
         Some(id) => add_resource(txn, namespace, id, kind, resource).map_err(|e| {
             if e.is_not_found() {
@@ -302,17 +250,9 @@ pub fn hold(
 }
 
 /// Takes a resource off the request's lease, if it carries one.
-pub fn release(
-    txn: &WriteTransaction,
-    namespace: &str,
-    lease: Option<&str>,
-    kind: &str,
-    resource: &str,
-) -> Result<()> {
+pub fn release(txn: &WriteTransaction, namespace: &str, lease: Option<&str>, kind: &str, resource: &str) -> Result<()> {
     match lease {
-        Some(id) if exists(txn, namespace, id)? => {
-            delete_resource(txn, namespace, id, kind, resource)
-        }
+        Some(id) if exists(txn, namespace, id)? => delete_resource(txn, namespace, id, kind, resource),
         _ => Ok(()),
     }
 }

@@ -3,14 +3,16 @@
 //! ```text
 //! <root>/meta.redb
 //! ├── meta             "schema_version"                -> u64 (SCHEMA_VERSION below)
+//! │                    "snapshot_sequence"             -> u64 (last backend key number)
 //! ├── namespaces       name                            -> berth.metadata.v1.NamespaceRecord
 //! ├── images           (namespace, name)               -> containerd.services.images.v1.Image
 //! ├── containers       (namespace, id)                 -> containerd.services.containers.v1.Container
 //! ├── content_blobs    (namespace, digest)             -> containerd.services.content.v1.Info
 //! ├── content_ingests  (namespace, ref)                -> berth.metadata.v1.IngestRecord
 //! ├── leases           (namespace, id)                 -> containerd.services.leases.v1.Lease
-//! └── lease_resources  (namespace, lease, type, id)    -> ()
-//!                      type: "content" (digest), "ingests" (ref), "snapshots/<name>" (key)
+//! ├── lease_resources  (namespace, lease, type, id)    -> ()
+//! │                    type: "content" (digest), "ingests" (ref), "snapshots/<name>" (key)
+//! └── snapshots        (namespace, "<snapshotter>/<key>") -> berth.metadata.v1.SnapshotRecord
 //! ```
 //! Values are protobuf records: berth's own (`proto/berth/metadata/v1`) or
 //! the API's own messages where those carry exactly what is stored, so a
@@ -32,13 +34,12 @@ pub mod images;
 pub mod leases;
 pub mod namespaces;
 mod records;
+pub mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::plugin::{Instance, Registration, types};
@@ -49,7 +50,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// File name of the store under the daemon's root.
 pub const FILE_NAME: &str = "meta.redb";
 
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const VERSION_KEY: &str = "schema_version";
 
 /// One migration step: rewrites the layout of version `n` into `n + 1`
@@ -69,9 +70,7 @@ pub struct MetadataStore {
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("MetadataStore").field("path", &self.path).finish()
     }
 }
 
@@ -79,9 +78,7 @@ impl std::fmt::Debug for MetadataStore {
 pub(crate) fn store_error(err: impl Into<redb::Error>) -> Error {
     match err.into() {
         redb::Error::Io(io) => Error::io("metadata store", &io),
-        redb::Error::DatabaseAlreadyOpen => {
-            Error::unavailable("metadata store is already open in another process")
-        }
+        redb::Error::DatabaseAlreadyOpen => Error::unavailable("metadata store is already open in another process"),
         other => Error::internal(format!("metadata store: {other}")),
     }
 }
@@ -90,15 +87,10 @@ impl MetadataStore {
     /// Opens (or creates) the store at `<root>/meta.redb` and brings its
     /// layout to [`SCHEMA_VERSION`].
     pub fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
+        std::fs::create_dir_all(root).map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
         let path = root.join(FILE_NAME);
-        let db =
-            Database::create(&path).map_err(|e| store_error(e).with_context(path.display()))?;
-        let store = Self {
-            db: Arc::new(db),
-            path,
-        };
+        let db = Database::create(&path).map_err(|e| store_error(e).with_context(path.display()))?;
+        let store = Self { db: Arc::new(db), path };
         store.upgrade()?;
         Ok(store)
     }
@@ -118,13 +110,9 @@ impl MetadataStore {
         let txn = self.db.begin_write().map_err(store_error)?;
         let found = {
             let mut meta = txn.open_table(META).map_err(store_error)?;
-            let found = meta
-                .get(VERSION_KEY)
-                .map_err(store_error)?
-                .map(|v| v.value());
+            let found = meta.get(VERSION_KEY).map_err(store_error)?.map(|v| v.value());
             if found.is_none() {
-                meta.insert(VERSION_KEY, SCHEMA_VERSION)
-                    .map_err(store_error)?;
+                meta.insert(VERSION_KEY, SCHEMA_VERSION).map_err(store_error)?;
             }
             found
         };
@@ -140,16 +128,13 @@ impl MetadataStore {
                 let step = usize::try_from(version - 1)
                     .ok()
                     .and_then(|i| MIGRATIONS.get(i))
-                    .ok_or_else(|| {
-                        Error::internal(format!("no migration from schema version {version}"))
-                    })?;
+                    .ok_or_else(|| Error::internal(format!("no migration from schema version {version}")))?;
                 step(&txn)?;
                 version += 1;
                 tracing::info!(version, "metadata store migrated");
             }
             let mut meta = txn.open_table(META).map_err(store_error)?;
-            meta.insert(VERSION_KEY, SCHEMA_VERSION)
-                .map_err(store_error)?;
+            meta.insert(VERSION_KEY, SCHEMA_VERSION).map_err(store_error)?;
         }
         txn.commit().map_err(store_error)
     }
@@ -221,6 +206,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
         content::BLOBS.def,
         content::INGESTS.def,
         leases::LEASES.def,
+        snapshots::SNAPSHOTS.def,
     ] {
         txn.open_table(def).map_err(store_error)?;
     }
@@ -229,11 +215,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
 }
 
 /// What kinds of objects still live in `namespace` (for refusing to delete
-/// a namespace that is not empty), in the order containerd names them.
-pub(crate) fn objects_in_namespace(
-    txn: &WriteTransaction,
-    namespace: &str,
-) -> Result<Vec<&'static str>> {
+/// a namespace that is not empty).
+pub(crate) fn objects_in_namespace(txn: &WriteTransaction, namespace: &str) -> Result<Vec<&'static str>> {
     let mut kinds = Vec::new();
     let mut check = |kind: &'static str, present: bool| {
         if present {
@@ -241,10 +224,7 @@ pub(crate) fn objects_in_namespace(
         }
     };
     let table = |def| txn.open_table(def).map_err(store_error);
-    check(
-        "images",
-        images::IMAGES.any_in(&table(images::IMAGES.def)?, namespace)?,
-    );
+    check("images", images::IMAGES.any_in(&table(images::IMAGES.def)?, namespace)?);
     check(
         "content",
         content::BLOBS.any_in(&table(content::BLOBS.def)?, namespace)?,
@@ -253,16 +233,11 @@ pub(crate) fn objects_in_namespace(
         "containers",
         containers::CONTAINERS.any_in(&table(containers::CONTAINERS.def)?, namespace)?,
     );
-    check(
-        "leases",
-        leases::LEASES.any_in(&table(leases::LEASES.def)?, namespace)?,
-    );
+    check("leases", leases::LEASES.any_in(&table(leases::LEASES.def)?, namespace)?);
     Ok(kinds)
 }
 
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::internal(format!("metadata store task failed: {e}")))?
@@ -292,10 +267,7 @@ mod tests {
         }
         let store = MetadataStore::open(dir.path()).unwrap();
         let names = store.read(namespaces::list).await.unwrap();
-        assert_eq!(
-            names.into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            ["n1"]
-        );
+        assert_eq!(names.into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["n1"]);
     }
 
     #[tokio::test]

@@ -49,11 +49,7 @@ pub fn list(txn: &ReadTransaction) -> Result<Vec<(String, NamespaceRecord)>> {
 }
 
 /// Creates a namespace; AlreadyExists if it is there.
-pub fn create(
-    txn: &WriteTransaction,
-    name: &str,
-    labels: HashMap<String, String>,
-) -> Result<NamespaceRecord> {
+pub fn create(txn: &WriteTransaction, name: &str, labels: HashMap<String, String>) -> Result<NamespaceRecord> {
     validate_name(name)?;
     labels::validate_all(&labels).map_err(|e| e.with_context(format!("namespace {name:?}")))?;
     let mut table = txn.open_table(TABLE).map_err(store_error)?;
@@ -88,11 +84,7 @@ pub fn ensure(txn: &WriteTransaction, name: &str) -> Result<()> {
 }
 
 /// Changes the labels of an existing namespace; NotFound if there is none.
-pub fn update_labels(
-    txn: &WriteTransaction,
-    name: &str,
-    update: LabelUpdate,
-) -> Result<NamespaceRecord> {
+pub fn update_labels(txn: &WriteTransaction, name: &str, update: LabelUpdate) -> Result<NamespaceRecord> {
     validate_name(name)?;
     let mut table = txn.open_table(TABLE).map_err(store_error)?;
     let mut record = match table.get(name).map_err(store_error)? {
@@ -101,14 +93,12 @@ pub fn update_labels(
     };
     match update {
         LabelUpdate::ReplaceAll(labels) => {
-            labels::validate_all(&labels)
-                .map_err(|e| e.with_context(format!("namespace {name:?}")))?;
+            labels::validate_all(&labels).map_err(|e| e.with_context(format!("namespace {name:?}")))?;
             record.labels = labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         }
         LabelUpdate::Keys(pairs) => {
             for (key, value) in pairs {
-                labels::validate(&key, &value)
-                    .map_err(|e| e.with_context(format!("namespace {name:?}")))?;
+                labels::validate(&key, &value).map_err(|e| e.with_context(format!("namespace {name:?}")))?;
                 if value.is_empty() {
                     record.labels.remove(&key);
                 } else {
@@ -155,10 +145,7 @@ mod tests {
     use crate::metadata::MetadataStore;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     async fn store() -> (tempfile::TempDir, MetadataStore) {
@@ -174,20 +161,11 @@ mod tests {
             .write(|txn| create(txn, "n1", labels(&[("a", "b"), ("empty", "")])))
             .await
             .unwrap();
-        store
-            .write(|txn| create(txn, "default", HashMap::new()))
-            .await
-            .unwrap();
+        store.write(|txn| create(txn, "default", HashMap::new())).await.unwrap();
         let record = store.read(|txn| get(txn, "n1")).await.unwrap().unwrap();
         assert_eq!(record.labels, labels(&[("a", "b")]));
         assert!(record.created_at.is_some());
-        let names: Vec<String> = store
-            .read(list)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let names: Vec<String> = store.read(list).await.unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["default", "n1"]);
         assert!(store.read(|txn| get(txn, "other")).await.unwrap().is_none());
     }
@@ -195,14 +173,8 @@ mod tests {
     #[tokio::test]
     async fn create_twice_is_already_exists() {
         let (_dir, store) = store().await;
-        store
-            .write(|txn| create(txn, "n1", HashMap::new()))
-            .await
-            .unwrap();
-        let err = store
-            .write(|txn| create(txn, "n1", HashMap::new()))
-            .await
-            .unwrap_err();
+        store.write(|txn| create(txn, "n1", HashMap::new())).await.unwrap();
+        let err = store.write(|txn| create(txn, "n1", HashMap::new())).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
         assert_eq!(err.to_string(), "namespace \"n1\": already exists");
     }
@@ -210,10 +182,7 @@ mod tests {
     #[tokio::test]
     async fn bad_names_and_labels_are_refused() {
         let (_dir, store) = store().await;
-        let err = store
-            .write(|txn| create(txn, "a b", HashMap::new()))
-            .await
-            .unwrap_err();
+        let err = store.write(|txn| create(txn, "a b", HashMap::new())).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         let big = "v".repeat(5000);
         let err = store
@@ -221,10 +190,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(
-            err.to_string().starts_with("namespace \"n1\": label \"k\""),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("namespace \"n1\": label \"k\""), "{err}");
         assert!(store.read(list).await.unwrap().is_empty());
     }
 
@@ -259,13 +225,7 @@ mod tests {
     async fn updating_a_missing_namespace_is_not_found_and_creates_nothing() {
         let (_dir, store) = store().await;
         let err = store
-            .write(|txn| {
-                update_labels(
-                    txn,
-                    "ghost",
-                    LabelUpdate::Keys(vec![("a".into(), "b".into())]),
-                )
-            })
+            .write(|txn| update_labels(txn, "ghost", LabelUpdate::Keys(vec![("a".into(), "b".into())])))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -285,10 +245,7 @@ mod tests {
     #[tokio::test]
     async fn delete_missing_is_not_found() {
         let (_dir, store) = store().await;
-        store
-            .write(|txn| create(txn, "n1", HashMap::new()))
-            .await
-            .unwrap();
+        store.write(|txn| create(txn, "n1", HashMap::new())).await.unwrap();
         store.write(|txn| delete(txn, "n1")).await.unwrap();
         let err = store.write(|txn| delete(txn, "n1")).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);

@@ -10,8 +10,7 @@ use super::store_error;
 use crate::error::{Error, Result};
 
 /// The redb definition of a (namespace, name) -> record table.
-pub(crate) type RecordTableDef =
-    TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
+pub(crate) type RecordTableDef = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 
 /// A table of `M` records; `kind` names the object in errors.
 pub(crate) struct Records<M> {
@@ -46,9 +45,7 @@ impl<M: Message + Default> Records<M> {
         key: &str,
     ) -> Result<Option<M>> {
         let value = table.get((namespace, key)).map_err(store_error)?;
-        value
-            .map(|v| self.decode(namespace, key, v.value()))
-            .transpose()
+        value.map(|v| self.decode(namespace, key, v.value())).transpose()
     }
 
     /// Every record of a namespace, in key order.
@@ -78,11 +75,7 @@ impl<M: Message + Default> Records<M> {
         for entry in table.iter().map_err(store_error)? {
             let (key, value) = entry.map_err(store_error)?;
             let (ns, name) = key.value();
-            out.push((
-                ns.to_string(),
-                name.to_string(),
-                self.decode(ns, name, value.value())?,
-            ));
+            out.push((ns.to_string(), name.to_string(), self.decode(ns, name, value.value())?));
         }
         Ok(out)
     }
@@ -101,13 +94,7 @@ impl<M: Message + Default> Records<M> {
     }
 
     /// Stores a record, replacing any previous one.
-    pub(crate) fn put(
-        &self,
-        txn: &WriteTransaction,
-        namespace: &str,
-        key: &str,
-        record: &M,
-    ) -> Result<()> {
+    pub(crate) fn put(&self, txn: &WriteTransaction, namespace: &str, key: &str, record: &M) -> Result<()> {
         let mut table = txn.open_table(self.def).map_err(store_error)?;
         table
             .insert((namespace, key), record.encode_to_vec().as_slice())
@@ -116,31 +103,18 @@ impl<M: Message + Default> Records<M> {
     }
 
     /// Removes a record; returns it when it was there.
-    pub(crate) fn remove(
-        &self,
-        txn: &WriteTransaction,
-        namespace: &str,
-        key: &str,
-    ) -> Result<Option<M>> {
+    pub(crate) fn remove(&self, txn: &WriteTransaction, namespace: &str, key: &str) -> Result<Option<M>> {
         let mut table = txn.open_table(self.def).map_err(store_error)?;
         let removed = table.remove((namespace, key)).map_err(store_error)?;
-        removed
-            .map(|v| self.decode(namespace, key, v.value()))
-            .transpose()
+        removed.map(|v| self.decode(namespace, key, v.value())).transpose()
     }
 
     /// Removes every record of a namespace.
     pub(crate) fn remove_namespace(&self, txn: &WriteTransaction, namespace: &str) -> Result<()> {
         let mut table = txn.open_table(self.def).map_err(store_error)?;
-        let keys: Vec<String> = self
-            .list(&table, namespace)?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
+        let keys: Vec<String> = self.list(&table, namespace)?.into_iter().map(|(key, _)| key).collect();
         for key in keys {
-            table
-                .remove((namespace, key.as_str()))
-                .map_err(store_error)?;
+            table.remove((namespace, key.as_str())).map_err(store_error)?;
         }
         Ok(())
     }

@@ -26,11 +26,8 @@ impl GrpcService {
     /// message limits).
     pub fn new<S, B>(service: S) -> Self
     where
-        S: tower_service::Service<
-                http::Request<Body>,
-                Response = http::Response<B>,
-                Error = Infallible,
-            > + NamedService
+        S: tower_service::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+            + NamedService
             + Clone
             + Send
             + Sync

@@ -85,14 +85,12 @@ pub struct InitContext {
 impl InitContext {
     /// This plugin's settings, defaults overlaid with the config file.
     pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
-        toml::Value::Table(self.config.clone())
-            .try_into()
-            .map_err(|e| {
-                Error::invalid_argument(format!(
-                    "config section [plugins.\"{}.{}\"]: {e}",
-                    self.plugin_type, self.id
-                ))
-            })
+        toml::Value::Table(self.config.clone()).try_into().map_err(|e| {
+            Error::invalid_argument(format!(
+                "config section [plugins.\"{}.{}\"]: {e}",
+                self.plugin_type, self.id
+            ))
+        })
     }
 
     /// The first working plugin of `plugin_type`.
@@ -101,11 +99,7 @@ impl InitContext {
     }
 
     /// A specific plugin.
-    pub fn get_by_id<T: std::any::Any + Send + Sync>(
-        &self,
-        plugin_type: &str,
-        id: &str,
-    ) -> Result<Arc<T>> {
+    pub fn get_by_id<T: std::any::Any + Send + Sync>(&self, plugin_type: &str, id: &str) -> Result<Arc<T>> {
         self.plugins.get_by_id(plugin_type, id)
     }
 
@@ -204,9 +198,7 @@ impl Registry {
 fn merge(base: &mut toml::Table, user: &toml::Table) {
     for (key, value) in user {
         match (base.get_mut(key), value) {
-            (Some(toml::Value::Table(inner)), toml::Value::Table(user_inner)) => {
-                merge(inner, user_inner)
-            }
+            (Some(toml::Value::Table(inner)), toml::Value::Table(user_inner)) => merge(inner, user_inner),
             _ => {
                 base.insert(key.clone(), value.clone());
             }
@@ -334,29 +326,16 @@ mod tests {
     async fn plugins_start_after_the_types_they_require() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
-        registry.register(plugin(
-            types::GRPC,
-            "introspection",
-            &[ALL],
-            Arc::clone(&log),
-        ));
+        registry.register(plugin(types::GRPC, "introspection", &[ALL], Arc::clone(&log)));
         registry.register(plugin(
             types::GRPC,
             "namespaces",
             &[types::METADATA, types::EVENT],
             Arc::clone(&log),
         ));
-        registry.register(plugin(
-            types::METADATA,
-            "redb",
-            &[types::EVENT],
-            Arc::clone(&log),
-        ));
+        registry.register(plugin(types::METADATA, "redb", &[types::EVENT], Arc::clone(&log)));
         registry.register(plugin(types::EVENT, "exchange", &[], Arc::clone(&log)));
-        let set = registry
-            .initialise(paths(), &toml::Table::new(), &[])
-            .await
-            .unwrap();
+        let set = registry.initialise(paths(), &toml::Table::new(), &[]).await.unwrap();
         assert_eq!(
             *log.lock().unwrap(),
             [
@@ -375,18 +354,8 @@ mod tests {
     async fn cycles_and_duplicates_are_refused() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
-        registry.register(plugin(
-            types::METADATA,
-            "a",
-            &[types::EVENT],
-            Arc::clone(&log),
-        ));
-        registry.register(plugin(
-            types::EVENT,
-            "b",
-            &[types::METADATA],
-            Arc::clone(&log),
-        ));
+        registry.register(plugin(types::METADATA, "a", &[types::EVENT], Arc::clone(&log)));
+        registry.register(plugin(types::EVENT, "b", &[types::METADATA], Arc::clone(&log)));
         let err = registry
             .initialise(paths(), &toml::Table::new(), &[])
             .await
@@ -425,22 +394,13 @@ mod tests {
                 })
             }),
         });
-        let set = registry
-            .initialise(paths(), &toml::Table::new(), &[])
-            .await
-            .unwrap();
+        let set = registry.initialise(paths(), &toml::Table::new(), &[]).await.unwrap();
         let entries = set.entries();
         assert_eq!(entries.len(), 2);
-        assert_eq!(
-            entries[0].instance.as_ref().unwrap_err().to_string(),
-            "disk on fire"
-        );
+        assert_eq!(entries[0].instance.as_ref().unwrap_err().to_string(), "disk on fire");
         let dependent = entries[1].instance.as_ref().unwrap_err();
         assert_eq!(dependent.kind(), ErrorKind::FailedPrecondition);
-        assert!(
-            dependent.to_string().contains("disk on fire"),
-            "{dependent}"
-        );
+        assert!(dependent.to_string().contains("disk on fire"), "{dependent}");
     }
 
     #[tokio::test]
@@ -448,12 +408,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
         registry.register(plugin(types::EVENT, "exchange", &[], Arc::clone(&log)));
-        registry.register(plugin(
-            types::GRPC,
-            "events",
-            &[types::EVENT],
-            Arc::clone(&log),
-        ));
+        registry.register(plugin(types::GRPC, "events", &[types::EVENT], Arc::clone(&log)));
         let set = registry
             .initialise(
                 paths(),
@@ -542,8 +497,7 @@ mod tests {
                 })
             }),
         });
-        let user: toml::Table =
-            toml::from_str("[\"io.containerd.event.v1.exchange\"]\nsize = \"big\"").unwrap();
+        let user: toml::Table = toml::from_str("[\"io.containerd.event.v1.exchange\"]\nsize = \"big\"").unwrap();
         let set = registry.initialise(paths(), &user, &[]).await.unwrap();
         let err = set.entries()[0].instance.as_ref().unwrap_err().to_string();
         assert!(err.contains("io.containerd.event.v1.exchange"), "{err}");

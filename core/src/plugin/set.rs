@@ -85,10 +85,7 @@ impl PluginSet {
 
     /// Every plugin, in initialisation order.
     pub fn entries(&self) -> Vec<Arc<PluginEntry>> {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every plugin of one type.
@@ -114,8 +111,7 @@ impl PluginSet {
                 }
             }
         }
-        Err(first_error
-            .unwrap_or_else(|| Error::not_found(format!("no plugin of type {plugin_type}"))))
+        Err(first_error.unwrap_or_else(|| Error::not_found(format!("no plugin of type {plugin_type}"))))
     }
 
     /// The plugin `plugin_type`.`id`, as `T`.

@@ -92,14 +92,9 @@ impl Client {
         options: &CallOptions,
         request: &Req,
     ) -> Result<Resp, Status> {
-        let payload = self
-            .call_raw(service, method, options, request.encode_to_vec())
-            .await?;
-        Resp::decode(payload.as_slice()).map_err(|e| {
-            Status::internal(format!(
-                "ttrpc: malformed response to {service}/{method}: {e}"
-            ))
-        })
+        let payload = self.call_raw(service, method, options, request.encode_to_vec()).await?;
+        Resp::decode(payload.as_slice())
+            .map_err(|e| Status::internal(format!("ttrpc: malformed response to {service}/{method}: {e}")))
     }
 
     /// Calls `service/method` with an encoded payload; returns the encoded response.
@@ -163,21 +158,15 @@ impl Client {
         Ok(response.payload)
     }
 
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Result<Response, Status>>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Result<Response, Status>>>> {
         lock(&self.shared.pending)
     }
 }
 
-fn lock(
-    pending: &Pending,
-) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Result<Response, Status>>>> {
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Result<Response, Status>>>> {
     // A panic while holding this lock cannot leave the map inconsistent
     // (single insert/remove calls), so a poisoned lock is still usable.
-    pending
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Removes a call's entry when the caller stops waiting (answer, timeout or drop).
@@ -212,10 +201,7 @@ async fn read_loop(mut read: OwnedReadHalf, pending: Arc<Pending>, closed: watch
                 }
                 let waiter = lock(&pending).remove(&header.stream_id);
                 let Some(waiter) = waiter else {
-                    tracing::debug!(
-                        stream = header.stream_id,
-                        "ttrpc client: response for no pending call"
-                    );
+                    tracing::debug!(stream = header.stream_id, "ttrpc client: response for no pending call");
                     continue;
                 };
                 let response = Response::decode(data.as_slice())

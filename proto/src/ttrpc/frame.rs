@@ -79,11 +79,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Opti
     }
     let header = FrameHeader::decode(&header);
     if header.length > MAX_DATA_LEN {
-        let skipped = tokio::io::copy(
-            &mut reader.take(u64::from(header.length)),
-            &mut tokio::io::sink(),
-        )
-        .await?;
+        let skipped = tokio::io::copy(&mut reader.take(u64::from(header.length)), &mut tokio::io::sink()).await?;
         if skipped < u64::from(header.length) {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -141,22 +137,15 @@ mod tests {
             kind: KIND_REQUEST,
             flags: 0x0a,
         };
-        assert_eq!(
-            header.encode(),
-            [1, 2, 3, 4, 5, 6, 7, 8, KIND_REQUEST, 0x0a]
-        );
+        assert_eq!(header.encode(), [1, 2, 3, 4, 5, 6, 7, 8, KIND_REQUEST, 0x0a]);
         assert_eq!(FrameHeader::decode(&header.encode()), header);
     }
 
     #[tokio::test]
     async fn frames_round_trip() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, 3, KIND_RESPONSE, 0, b"hello")
-            .await
-            .unwrap();
-        write_frame(&mut wire, 5, KIND_REQUEST, 0, b"")
-            .await
-            .unwrap();
+        write_frame(&mut wire, 3, KIND_RESPONSE, 0, b"hello").await.unwrap();
+        write_frame(&mut wire, 5, KIND_REQUEST, 0, b"").await.unwrap();
         assert_eq!(wire.len(), 2 * HEADER_LEN + 5);
         let mut reader = wire.as_slice();
         let first = read_frame(&mut reader).await.unwrap().unwrap();
@@ -181,9 +170,7 @@ mod tests {
     async fn data_at_the_limit_is_accepted_and_over_it_refused() {
         let mut wire = Vec::new();
         let at_limit = vec![7u8; MAX_DATA_LEN as usize];
-        write_frame(&mut wire, 1, KIND_REQUEST, 0, &at_limit)
-            .await
-            .unwrap();
+        write_frame(&mut wire, 1, KIND_REQUEST, 0, &at_limit).await.unwrap();
         let over = vec![0u8; MAX_DATA_LEN as usize + 1];
         let err = write_frame(&mut Vec::new(), 1, KIND_REQUEST, 0, &over)
             .await
@@ -211,9 +198,7 @@ mod tests {
         .encode()
         .to_vec();
         wire.extend(std::iter::repeat_n(0u8, length as usize));
-        write_frame(&mut wire, 11, KIND_REQUEST, 0, b"next")
-            .await
-            .unwrap();
+        write_frame(&mut wire, 11, KIND_REQUEST, 0, b"next").await.unwrap();
         let mut reader = wire.as_slice();
         let frame = read_frame(&mut reader).await.unwrap().unwrap();
         assert!(matches!(frame, Frame::Oversized(h) if h.stream_id == 9));
@@ -224,9 +209,7 @@ mod tests {
     #[tokio::test]
     async fn truncated_frames_are_errors_not_eof() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, 1, KIND_REQUEST, 0, b"abcdef")
-            .await
-            .unwrap();
+        write_frame(&mut wire, 1, KIND_REQUEST, 0, b"abcdef").await.unwrap();
         wire.truncate(HEADER_LEN + 2);
         let err = read_frame(&mut wire.as_slice()).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);

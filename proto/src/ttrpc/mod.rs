@@ -50,10 +50,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// The first value sent for `key`, as ttrpc's Go implementation reads it.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -99,8 +96,7 @@ pub fn encode_payload<M: Message>(message: &M) -> Vec<u8> {
 
 /// Decodes a request payload; a malformed one is the caller's error.
 pub fn decode_payload<M: Message + Default>(payload: &[u8]) -> Result<M, Status> {
-    M::decode(payload)
-        .map_err(|e| Status::invalid_argument(format!("ttrpc: malformed payload: {e}")))
+    M::decode(payload).map_err(|e| Status::invalid_argument(format!("ttrpc: malformed payload: {e}")))
 }
 
 fn status_to_wire(status: &Status) -> RpcStatus {

@@ -89,11 +89,9 @@ impl Server {
             }
         }
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(grace, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
+        if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
+            .await
+            .is_err()
         {
             connections.shutdown().await;
         }
@@ -112,9 +110,7 @@ impl Server {
         let writer = tokio::spawn(async move {
             while let Some((stream_id, response)) = responses.recv().await {
                 let data = response.encode_to_vec();
-                if let Err(e) =
-                    frame::write_frame(&mut write, stream_id, KIND_RESPONSE, 0, &data).await
-                {
+                if let Err(e) = frame::write_frame(&mut write, stream_id, KIND_RESPONSE, 0, &data).await {
                     tracing::debug!(error = %e, "ttrpc: write failed");
                     break;
                 }
@@ -139,9 +135,7 @@ impl Server {
                         header.length,
                         frame::MAX_DATA_LEN
                     ));
-                    let _ = responses_tx
-                        .send((header.stream_id, error_response(&status)))
-                        .await;
+                    let _ = responses_tx.send((header.stream_id, error_response(&status))).await;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -160,34 +154,24 @@ impl Server {
             Ok(request) => request,
             Err(e) => {
                 let status = Status::invalid_argument(format!("unmarshal request error: {e}"));
-                tokio::spawn(
-                    async move { responses.send((stream_id, error_response(&status))).await },
-                );
+                tokio::spawn(async move { responses.send((stream_id, error_response(&status))).await });
                 return;
             }
         };
         if stream_id % 2 != 1 {
-            let status =
-                Status::invalid_argument("StreamID must be odd for client initiated streams");
+            let status = Status::invalid_argument("StreamID must be odd for client initiated streams");
             tokio::spawn(async move { responses.send((stream_id, error_response(&status))).await });
             return;
         }
         let service = self.services.get(request.service.as_str()).cloned();
         tokio::spawn(async move {
             let response = match service {
-                None => error_response(&Status::unimplemented(format!(
-                    "service {}",
-                    request.service
-                ))),
+                None => error_response(&Status::unimplemented(format!("service {}", request.service))),
                 Some(service) => {
-                    let timeout = (request.timeout_nano > 0)
-                        .then(|| Duration::from_nanos(request.timeout_nano.unsigned_abs()));
+                    let timeout =
+                        (request.timeout_nano > 0).then(|| Duration::from_nanos(request.timeout_nano.unsigned_abs()));
                     let context = RequestContext {
-                        metadata: request
-                            .metadata
-                            .into_iter()
-                            .map(|kv| (kv.key, kv.value))
-                            .collect(),
+                        metadata: request.metadata.into_iter().map(|kv| (kv.key, kv.value)).collect(),
                         deadline: timeout.map(|t| tokio::time::Instant::now() + t),
                     };
                     let call = service.call(&request.method, context, Bytes::from(request.payload));

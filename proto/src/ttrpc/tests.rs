@@ -10,9 +10,7 @@ use tonic::{Code, Status};
 
 use super::frame::{self, Frame, KIND_REQUEST, KIND_RESPONSE};
 use super::{CallOptions, Client, RequestContext, Server};
-use crate::containerd::services::events::ttrpc::v1::events_ttrpc::{
-    Events, EventsClient, EventsServer,
-};
+use crate::containerd::services::events::ttrpc::v1::events_ttrpc::{Events, EventsClient, EventsServer};
 use crate::containerd::services::events::ttrpc::v1::{Envelope, ForwardRequest};
 use crate::containerd::task::v2::ConnectRequest;
 use crate::containerd::task::v2::task_ttrpc::{Task, TaskClient, TaskServer};
@@ -28,11 +26,7 @@ struct Recorder {
 }
 
 impl Events for Recorder {
-    async fn forward(
-        &self,
-        context: RequestContext,
-        request: ForwardRequest,
-    ) -> Result<(), Status> {
+    async fn forward(&self, context: RequestContext, request: ForwardRequest) -> Result<(), Status> {
         let envelope = request.envelope.unwrap_or_default();
         match envelope.topic.as_str() {
             "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -96,10 +90,7 @@ impl Harness {
 fn envelope(topic: &str) -> ForwardRequest {
     ForwardRequest {
         envelope: Some(Envelope {
-            timestamp: Some(prost_types::Timestamp {
-                seconds: 1,
-                nanos: 2,
-            }),
+            timestamp: Some(prost_types::Timestamp { seconds: 1, nanos: 2 }),
             namespace: "default".into(),
             topic: topic.into(),
             event: None,
@@ -112,10 +103,7 @@ async fn typed_call_carries_payload_and_metadata() {
     let harness = Harness::start().await;
     let client = EventsClient::new(harness.client().await);
     let options = CallOptions::with_metadata("containerd-namespace-ttrpc", "n1");
-    client
-        .forward(&options, &envelope("/tasks/start"))
-        .await
-        .unwrap();
+    client.forward(&options, &envelope("/tasks/start")).await.unwrap();
     let seen = harness.recorder.seen.lock().await.clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].0.topic, "/tasks/start");
@@ -175,11 +163,7 @@ async fn calls_on_one_connection_do_not_wait_for_each_other() {
     let harness = Harness::start().await;
     let client = EventsClient::new(harness.client().await);
     let slow_client = client.clone();
-    let slow = tokio::spawn(async move {
-        slow_client
-            .forward(&CallOptions::default(), &envelope("/slow"))
-            .await
-    });
+    let slow = tokio::spawn(async move { slow_client.forward(&CallOptions::default(), &envelope("/slow")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = std::time::Instant::now();
     client
@@ -208,10 +192,7 @@ async fn client_timeout_gives_deadline_exceeded_and_the_server_enforces_it_too()
     let harness = Harness::start().await;
     let client = EventsClient::new(harness.client().await);
     let options = CallOptions::default().timeout(Duration::from_millis(100));
-    let err = client
-        .forward(&options, &envelope("/forever"))
-        .await
-        .unwrap_err();
+    let err = client.forward(&options, &envelope("/forever")).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
 
     // The server reads timeout_nano and answers DeadlineExceeded itself.
@@ -313,10 +294,7 @@ async fn oversized_requests_get_resource_exhausted_and_the_connection_survives()
         .await
         .unwrap();
     let response = read_response(&mut raw, 1).await;
-    assert_eq!(
-        response.status.unwrap().code,
-        Code::ResourceExhausted as i32
-    );
+    assert_eq!(response.status.unwrap().code, Code::ResourceExhausted as i32);
 
     let request = Request {
         service: "containerd.services.events.ttrpc.v1.Events".into(),
@@ -333,10 +311,7 @@ async fn oversized_requests_get_resource_exhausted_and_the_connection_survives()
 }
 
 /// A fake server that records raw request frames and answers OK.
-async fn recording_server(
-    listener: UnixListener,
-    frames: Arc<Mutex<Vec<(frame::FrameHeader, Request)>>>,
-) {
+async fn recording_server(listener: UnixListener, frames: Arc<Mutex<Vec<(frame::FrameHeader, Request)>>>) {
     let (mut stream, _) = listener.accept().await.unwrap();
     while let Ok(Some(Frame::Complete(header, data))) = frame::read_frame(&mut stream).await {
         frames
@@ -347,15 +322,9 @@ async fn recording_server(
             status: None,
             payload: vec![],
         };
-        frame::write_frame(
-            &mut stream,
-            header.stream_id,
-            KIND_RESPONSE,
-            0,
-            &ok.encode_to_vec(),
-        )
-        .await
-        .unwrap();
+        frame::write_frame(&mut stream, header.stream_id, KIND_RESPONSE, 0, &ok.encode_to_vec())
+            .await
+            .unwrap();
     }
 }
 
@@ -379,10 +348,7 @@ async fn client_frames_follow_the_protocol() {
     for (header, request) in frames.iter() {
         assert_eq!(header.kind, KIND_REQUEST);
         assert_eq!(header.flags, 0);
-        assert_eq!(
-            request.service,
-            "containerd.services.events.ttrpc.v1.Events"
-        );
+        assert_eq!(request.service, "containerd.services.events.ttrpc.v1.Events");
         assert_eq!(request.method, "Forward");
         assert_eq!(request.timeout_nano, 2_000_000_000);
         assert_eq!(request.metadata[0].key, "a");
@@ -425,10 +391,8 @@ async fn pending_calls_fail_when_the_connection_drops() {
 async fn abstract_sockets_connect() {
     let name = format!("berth-ttrpc-test-{}", std::process::id());
     let addr =
-        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
-            name.as_bytes(),
-        )
-        .unwrap();
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name.as_bytes())
+            .unwrap();
     let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let listener = UnixListener::from_std(std_listener).unwrap();
@@ -448,11 +412,7 @@ async fn abstract_sockets_connect() {
 async fn shutdown_lets_in_flight_calls_finish() {
     let harness = Harness::start().await;
     let client = EventsClient::new(harness.client().await);
-    let slow = tokio::spawn(async move {
-        client
-            .forward(&CallOptions::default(), &envelope("/slow"))
-            .await
-    });
+    let slow = tokio::spawn(async move { client.forward(&CallOptions::default(), &envelope("/slow")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let recorder = Arc::clone(&harness.recorder);
     harness.stop().await;

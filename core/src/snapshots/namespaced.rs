@@ -1,0 +1,334 @@
+//! Snapshots as a namespace sees them.
+//!
+//! Each namespace names its snapshots; the backend knows them by
+//! `<namespace>/<sequence>/<key>`, so two namespaces never share a backend
+//! snapshot and a key can be reused as soon as it is removed. Every change
+//! is one metadata write transaction with the backend call inside it, so a
+//! failed backend step leaves no record; a backend snapshot left without a
+//! record (a crash between the two) is removed by garbage collection.
+//! Removing a snapshot drops its record; its data goes at the next
+//! collection, as with containerd.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use berth_api::berth::metadata::v1::SnapshotRecord;
+
+use super::{Info, Kind, Snapshotters, Usage, inherited_labels};
+use crate::error::{Error, Result};
+use crate::filters::{Adaptor, Filter, label_field};
+use crate::labels::{self, LabelUpdate};
+use crate::metadata::{MetadataStore, leases, namespaces, snapshots};
+use crate::mount::Mount;
+use crate::timestamps;
+
+/// Snapshots of every namespace, over the loaded snapshotters.
+#[derive(Clone, Debug)]
+pub struct NamespacedSnapshots {
+    meta: MetadataStore,
+    snapshotters: Arc<Snapshotters>,
+}
+
+fn lease_type(snapshotter: &str) -> String {
+    format!("{}{snapshotter}", leases::SNAPSHOTS_PREFIX)
+}
+
+fn not_found(key: &str) -> Error {
+    Error::not_found(format!("snapshot {key:?}"))
+}
+
+fn info_of(key: &str, record: SnapshotRecord) -> Result<Info> {
+    Ok(Info {
+        name: key.to_string(),
+        parent: record.parent,
+        kind: Kind::from_proto(record.kind)?,
+        labels: record.labels,
+        created: record
+            .created_at
+            .map(|t| timestamps::to_system_time(&t))
+            .unwrap_or(std::time::UNIX_EPOCH),
+        updated: record
+            .updated_at
+            .map(|t| timestamps::to_system_time(&t))
+            .unwrap_or(std::time::UNIX_EPOCH),
+    })
+}
+
+/// Filter fields of a snapshot: `kind`, `name`, `parent`, `labels.<k>`.
+struct InfoFields<'a>(&'a Info);
+
+impl Adaptor for InfoFields<'_> {
+    fn field(&self, path: &[String]) -> Option<Cow<'_, str>> {
+        match path.first()?.as_str() {
+            "kind" => Some(Cow::Borrowed(self.0.kind.filter_name())),
+            "name" => Some(Cow::Borrowed(&self.0.name)),
+            "parent" => Some(Cow::Borrowed(&self.0.parent)),
+            "labels" => label_field(&self.0.labels, &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+fn validate_key(what: &str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid_argument(format!("snapshot {what} must not be empty")));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(Error::invalid_argument(format!(
+            "snapshot {what} {key:?} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl NamespacedSnapshots {
+    /// Snapshots recorded in `meta`, kept by `snapshotters`.
+    pub fn new(meta: MetadataStore, snapshotters: Arc<Snapshotters>) -> Self {
+        Self { meta, snapshotters }
+    }
+
+    /// The loaded snapshotters.
+    pub fn snapshotters(&self) -> &Arc<Snapshotters> {
+        &self.snapshotters
+    }
+
+    async fn create(
+        &self,
+        namespace: &str,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+        lease: Option<String>,
+        kind: Kind,
+    ) -> Result<Vec<Mount>> {
+        validate_key("key", key)?;
+        let backend = self.snapshotters.get(snapshotter)?;
+        labels::validate_all(&labels).map_err(|e| e.with_context(format!("snapshot {key:?}")))?;
+        let (ns, sn, key, parent) = (
+            namespace.to_string(),
+            snapshotter.to_string(),
+            key.to_string(),
+            parent.to_string(),
+        );
+        let _gc = self.snapshotters.gc_lock().read().await;
+        self.meta
+            .write(move |txn| {
+                namespaces::ensure(txn, &ns)?;
+                if snapshots::get_for_update(txn, &ns, &sn, &key)?.is_some() {
+                    return Err(Error::already_exists(format!("snapshot {key:?}")));
+                }
+                let backend_parent = if parent.is_empty() {
+                    String::new()
+                } else {
+                    snapshots::get_for_update(txn, &ns, &sn, &parent)?
+                        .ok_or_else(|| Error::not_found(format!("parent snapshot {parent:?}")))?
+                        .backend_key
+                };
+                leases::hold(txn, &ns, lease.as_deref(), &lease_type(&sn), &key)?;
+                let backend_key = format!("{ns}/{}/{key}", snapshots::next_sequence(txn)?);
+                let inherited = inherited_labels(&labels);
+                let mounts = match kind {
+                    Kind::View => backend.view(&backend_key, &backend_parent, inherited)?,
+                    _ => backend.prepare(&backend_key, &backend_parent, inherited)?,
+                };
+                let now = timestamps::now();
+                let record = SnapshotRecord {
+                    backend_key,
+                    parent,
+                    kind: kind.to_proto(),
+                    labels: labels::without_empty(labels),
+                    created_at: Some(now),
+                    updated_at: Some(now),
+                };
+                snapshots::put(txn, &ns, &sn, &key, &record)?;
+                Ok(mounts)
+            })
+            .await
+    }
+
+    /// A writable snapshot on top of `parent` (empty for none).
+    pub async fn prepare(
+        &self,
+        namespace: &str,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+        lease: Option<String>,
+    ) -> Result<Vec<Mount>> {
+        self.create(namespace, snapshotter, key, parent, labels, lease, Kind::Active)
+            .await
+    }
+
+    /// A read-only view of `parent`.
+    pub async fn view(
+        &self,
+        namespace: &str,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+        lease: Option<String>,
+    ) -> Result<Vec<Mount>> {
+        self.create(namespace, snapshotter, key, parent, labels, lease, Kind::View)
+            .await
+    }
+
+    async fn record(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<SnapshotRecord> {
+        validate_key("key", key)?;
+        self.snapshotters.get(snapshotter)?;
+        let (ns, sn, k) = (namespace.to_string(), snapshotter.to_string(), key.to_string());
+        self.meta
+            .read(move |txn| snapshots::get(txn, &ns, &sn, &k))
+            .await?
+            .ok_or_else(|| not_found(key))
+    }
+
+    /// The mounts of a snapshot.
+    pub async fn mounts(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<Vec<Mount>> {
+        let record = self.record(namespace, snapshotter, key).await?;
+        let backend = self.snapshotters.get(snapshotter)?;
+        blocking(move || backend.mounts(&record.backend_key)).await
+    }
+
+    /// Disk use of a snapshot's own layer.
+    pub async fn usage(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<Usage> {
+        let record = self.record(namespace, snapshotter, key).await?;
+        let backend = self.snapshotters.get(snapshotter)?;
+        blocking(move || backend.usage(&record.backend_key)).await
+    }
+
+    /// One snapshot.
+    pub async fn stat(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<Info> {
+        let record = self.record(namespace, snapshotter, key).await?;
+        info_of(key, record)
+    }
+
+    /// Every snapshot of a snapshotter in a namespace that passes `filter`.
+    pub async fn list(&self, namespace: &str, snapshotter: &str, filter: Filter) -> Result<Vec<Info>> {
+        self.snapshotters.get(snapshotter)?;
+        let (ns, sn) = (namespace.to_string(), snapshotter.to_string());
+        let records = self.meta.read(move |txn| snapshots::list(txn, &ns, &sn)).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for (key, record) in records {
+            let info = info_of(&key, record)?;
+            if filter.matches(&InfoFields(&info)) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the active snapshot `key` the committed snapshot `name`.
+    pub async fn commit(
+        &self,
+        namespace: &str,
+        snapshotter: &str,
+        name: &str,
+        key: &str,
+        labels: HashMap<String, String>,
+        lease: Option<String>,
+    ) -> Result<()> {
+        validate_key("name", name)?;
+        validate_key("key", key)?;
+        let backend = self.snapshotters.get(snapshotter)?;
+        labels::validate_all(&labels).map_err(|e| e.with_context(format!("snapshot {name:?}")))?;
+        let (ns, sn, name, key) = (
+            namespace.to_string(),
+            snapshotter.to_string(),
+            name.to_string(),
+            key.to_string(),
+        );
+        let _gc = self.snapshotters.gc_lock().read().await;
+        self.meta
+            .write(move |txn| {
+                let active = snapshots::get_for_update(txn, &ns, &sn, &key)?.ok_or_else(|| not_found(&key))?;
+                if snapshots::get_for_update(txn, &ns, &sn, &name)?.is_some() {
+                    return Err(Error::already_exists(format!("snapshot {name:?}")));
+                }
+                let lease_kind = lease_type(&sn);
+                leases::release(txn, &ns, lease.as_deref(), &lease_kind, &key)?;
+                leases::hold(txn, &ns, lease.as_deref(), &lease_kind, &name)?;
+                let backend_name = format!("{ns}/{}/{name}", snapshots::next_sequence(txn)?);
+                backend.commit(&backend_name, &active.backend_key, inherited_labels(&labels))?;
+                snapshots::remove(txn, &ns, &sn, &key)?;
+                let now = timestamps::now();
+                let record = SnapshotRecord {
+                    backend_key: backend_name,
+                    parent: active.parent,
+                    kind: Kind::Committed.to_proto(),
+                    labels: labels::without_empty(labels),
+                    created_at: Some(now),
+                    updated_at: Some(now),
+                };
+                snapshots::put(txn, &ns, &sn, &name, &record)
+            })
+            .await
+    }
+
+    /// Removes a snapshot (its data goes at the next garbage collection).
+    /// FailedPrecondition while other snapshots have it as their parent.
+    pub async fn remove(&self, namespace: &str, snapshotter: &str, key: &str, lease: Option<String>) -> Result<()> {
+        validate_key("key", key)?;
+        self.snapshotters.get(snapshotter)?;
+        let (ns, sn, key) = (namespace.to_string(), snapshotter.to_string(), key.to_string());
+        self.meta
+            .write(move |txn| {
+                if snapshots::get_for_update(txn, &ns, &sn, &key)?.is_none() {
+                    return Err(not_found(&key));
+                }
+                let children = snapshots::children(txn, &ns, &sn, &key)?;
+                if !children.is_empty() {
+                    return Err(Error::failed_precondition(format!(
+                        "snapshot {key:?} has children ({}); remove them first",
+                        children.join(", ")
+                    )));
+                }
+                snapshots::remove(txn, &ns, &sn, &key)?;
+                leases::release(txn, &ns, lease.as_deref(), &lease_type(&sn), &key)
+            })
+            .await
+    }
+
+    /// Changes a snapshot's labels (the only mutable field); labels the
+    /// backend keeps are passed on to it.
+    pub async fn update_labels(
+        &self,
+        namespace: &str,
+        snapshotter: &str,
+        key: &str,
+        update: LabelUpdate,
+    ) -> Result<Info> {
+        validate_key("key", key)?;
+        let backend = self.snapshotters.get(snapshotter)?;
+        let (ns, sn, k) = (namespace.to_string(), snapshotter.to_string(), key.to_string());
+        let record = self
+            .meta
+            .write(move |txn| {
+                let mut record = snapshots::get_for_update(txn, &ns, &sn, &k)?.ok_or_else(|| not_found(&k))?;
+                update
+                    .apply(&mut record.labels)
+                    .map_err(|e| e.with_context(format!("snapshot {k:?}")))?;
+                record.updated_at = Some(timestamps::now());
+                backend.update_labels(&record.backend_key, inherited_labels(&record.labels))?;
+                snapshots::put(txn, &ns, &sn, &k, &record)?;
+                Ok(record)
+            })
+            .await?;
+        info_of(key, record)
+    }
+
+    /// Removes backend data no snapshot owns.
+    pub async fn cleanup(&self, snapshotter: &str) -> Result<()> {
+        let backend = self.snapshotters.get(snapshotter)?;
+        blocking(move || backend.cleanup()).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal(format!("snapshotter task failed: {e}")))?
+}
