@@ -6,6 +6,7 @@
 //! transport beyond mapping error kinds to status codes.
 
 pub mod content;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod filters;

@@ -14,5 +14,6 @@ pub mod containerd;
 pub mod ctr;
 pub mod daemon;
 pub mod images;
+pub mod loopfs;
 pub mod wait;
 pub mod wire_compat;

@@ -1,0 +1,67 @@
+//! The Differ: applies layers onto mounts and computes layers between
+//! mounts. The walking differ in berth-snapshotters implements it; the Diff
+//! service reaches it through the plugin registry.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_api::containerd::types::Descriptor;
+
+use crate::error::Result;
+use crate::mount::Mount;
+
+/// What a differ's futures return.
+pub type DiffFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Applying one layer.
+#[derive(Clone, Debug)]
+pub struct ApplyRequest {
+    /// The namespace whose content holds the layer.
+    pub namespace: String,
+    /// The (possibly compressed) layer blob.
+    pub layer: Descriptor,
+    /// Where to apply it.
+    pub mounts: Vec<Mount>,
+    /// Flush the written files to disk before returning.
+    pub sync_fs: bool,
+}
+
+/// Computing a layer between two trees.
+#[derive(Clone, Debug)]
+pub struct CompareRequest {
+    /// The namespace the layer is written to.
+    pub namespace: String,
+    /// The tree before.
+    pub lower: Vec<Mount>,
+    /// The tree after.
+    pub upper: Vec<Mount>,
+    /// Media type of the layer to write; empty for tar+gzip.
+    pub media_type: String,
+    /// Ingest ref for the write; empty for a generated one.
+    pub reference: String,
+    /// Labels for the stored blob.
+    pub labels: HashMap<String, String>,
+    /// Lease the written blob is added to.
+    pub lease: Option<String>,
+}
+
+/// Applies and computes filesystem layers.
+pub trait Differ: Send + Sync + 'static {
+    /// Unpacks a layer onto mounts; returns the descriptor of the
+    /// uncompressed layer (its digest is the diff id).
+    fn apply(&self, request: ApplyRequest) -> DiffFuture<'_, Descriptor>;
+    /// Writes the changes from `lower` to `upper` to the content store as a
+    /// layer; returns its descriptor.
+    fn compare(&self, request: CompareRequest) -> DiffFuture<'_, Descriptor>;
+}
+
+/// The instance a differ plugin returns.
+pub struct DifferPlugin(pub Arc<dyn Differ>);
+
+impl std::fmt::Debug for DifferPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DifferPlugin")
+    }
+}
