@@ -97,6 +97,12 @@ impl GarbageCollector {
         collector
     }
 
+    /// The snapshotters it collects from: services that create snapshots
+    /// use this very set, so they share its lock with the collector.
+    pub fn snapshotters(&self) -> &Arc<Snapshotters> {
+        &self.inner.snapshotters
+    }
+
     /// Asks for a pass soon; returns at once.
     pub fn schedule(&self) {
         self.inner.requested.fetch_add(1, Ordering::AcqRel);
@@ -229,7 +235,7 @@ fn remove_unreferenced_snapshots(name: &str, backend: &dyn Snapshotter, keep: &H
         .filter(|i| !keep.contains(&i.name))
         .map(|i| (depth(&parent_of, &i.name), i.name.as_str()))
         .collect();
-    garbage.sort_by(|a, b| b.0.cmp(&a.0));
+    garbage.sort_by_key(|g| std::cmp::Reverse(g.0));
     let mut removed = 0;
     for (_, key) in garbage {
         match backend.remove(key) {

@@ -196,20 +196,17 @@ fn new_api_overlay(target: &Path, data: &[String], lowers: &[String], read_only:
         };
         // SAFETY: the fs context fd is valid; key and value are NUL-terminated
         // strings that outlive the call (or null for a flag).
-        check(
-            unsafe {
-                libc::syscall(
-                    libc::SYS_fsconfig,
-                    context.as_raw_fd(),
-                    command,
-                    k.as_ptr(),
-                    value_ptr,
-                    0,
-                )
-            },
-            key,
-        )
-        .map(|_| ())
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                context.as_raw_fd(),
+                command,
+                k.as_ptr(),
+                value_ptr,
+                0,
+            )
+        };
+        check(rc, key).map(|_| ())
     };
     for option in data {
         if option.starts_with("lowerdir=") {
@@ -224,19 +221,17 @@ fn new_api_overlay(target: &Path, data: &[String], lowers: &[String], read_only:
         set("lowerdir+", Some(lower))?;
     }
     // SAFETY: valid fs context fd; no key or value for CMD_CREATE.
-    check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                context.as_raw_fd(),
-                libc::FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        },
-        "create",
-    )?;
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    check(rc, "create")?;
     let attrs = if read_only { libc::MOUNT_ATTR_RDONLY } else { 0 };
     // SAFETY: valid fs context fd; returns a new mount fd or -1.
     let mfd = check(
@@ -250,19 +245,17 @@ fn new_api_overlay(target: &Path, data: &[String], lowers: &[String], read_only:
     let empty = cstr("")?;
     // SAFETY: mount fd is valid, the empty path with MOVE_MOUNT_F_EMPTY_PATH
     // means "the fd itself"; the target is a NUL-terminated absolute path.
-    check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                mount_fd.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                target_c.as_ptr(),
-                libc::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        },
-        "move_mount",
-    )?;
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount_fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check(rc, "move_mount")?;
     Ok(())
 }
 

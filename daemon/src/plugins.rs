@@ -9,6 +9,9 @@ pub fn registry() -> Registry {
     registry.register(berth_core::events::registration());
     registry.register(berth_core::metadata::registration());
     registry.register(berth_core::content::registration());
+    registry.register(berth_snapshotters::overlay_registration());
+    registry.register(berth_snapshotters::native_registration());
+    registry.register(berth_snapshotters::differ::registration());
     registry.register(berth_core::gc::registration());
     for registration in berth_services::registrations() {
         registry.register(registration);

@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> Result<()> {
         () = tokio::time::sleep(grace) => tracing::warn!(seconds = grace.as_secs(), "calls still in flight after the shutdown timeout; stopping anyway"),
         () = second_signal() => tracing::warn!("second signal: stopping at once"),
     }
+    close_snapshotters(&plugins);
     for path in [&grpc_address, &ttrpc_address] {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove socket");
@@ -112,6 +113,18 @@ fn create_dir(path: &Path) -> Result<()> {
         .mode(DIR_MODE)
         .create(path)
         .map_err(|e| Error::io(format!("creating {}", path.display()), &e))
+}
+
+/// Closes every snapshotter once requests have drained, so nothing changes
+/// a snapshot after the daemon said it stopped.
+fn close_snapshotters(plugins: &PluginSet) {
+    for entry in plugins.of_type(types::SNAPSHOTTER) {
+        if let Ok(plugin) = entry.get::<berth_core::snapshots::SnapshotterPlugin>()
+            && let Err(e) = plugin.0.close()
+        {
+            tracing::warn!(snapshotter = entry.id, error = %e, "closing the snapshotter failed");
+        }
+    }
 }
 
 fn report_plugins(plugins: &PluginSet) {

@@ -22,6 +22,7 @@ macro_rules! routed_service {
 
 pub mod containers;
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod health;
 pub mod images;
@@ -30,6 +31,7 @@ pub mod lease_header;
 pub mod leases;
 pub mod namespace_header;
 pub mod namespaces;
+pub mod snapshots;
 pub mod version;
 
 use berth_core::events::Exchange;
@@ -54,6 +56,8 @@ pub fn registrations() -> Vec<Registration> {
         images::registration(),
         containers::registration(),
         leases::registration(),
+        snapshots::registration(),
+        diff::registration(),
         health::registration(),
     ]
 }

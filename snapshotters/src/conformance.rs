@@ -31,18 +31,58 @@ pub struct Case {
 /// Every case of the suite.
 pub fn cases() -> Vec<Case> {
     vec![
-        Case { name: "errors_follow_containerd", run: errors_follow_containerd },
-        Case { name: "layering", run: layering },
-        Case { name: "deletes_across_layers", run: deletes_across_layers },
-        Case { name: "renames", run: renames },
-        Case { name: "hardlinks", run: hardlinks },
-        Case { name: "views_are_read_only", run: views_are_read_only },
-        Case { name: "removal_order", run: removal_order },
-        Case { name: "concurrent_prepares", run: concurrent_prepares },
-        Case { name: "many_layers", run: many_layers },
-        Case { name: "usage", run: usage },
-        Case { name: "labels_and_walk", run: labels_and_walk },
-        Case { name: "cleanup", run: cleanup },
+        Case {
+            name: "errors_follow_containerd",
+            run: errors_follow_containerd,
+        },
+        Case {
+            name: "layering",
+            run: layering,
+        },
+        Case {
+            name: "deletes_across_layers",
+            run: deletes_across_layers,
+        },
+        Case {
+            name: "renames",
+            run: renames,
+        },
+        Case {
+            name: "hardlinks",
+            run: hardlinks,
+        },
+        Case {
+            name: "views_are_read_only",
+            run: views_are_read_only,
+        },
+        Case {
+            name: "removal_order",
+            run: removal_order,
+        },
+        Case {
+            name: "concurrent_prepares",
+            run: concurrent_prepares,
+        },
+        Case {
+            name: "many_layers",
+            run: many_layers,
+        },
+        Case {
+            name: "usage",
+            run: usage,
+        },
+        Case {
+            name: "labels_and_walk",
+            run: labels_and_walk,
+        },
+        Case {
+            name: "cleanup",
+            run: cleanup,
+        },
+        Case {
+            name: "close",
+            run: close,
+        },
     ]
 }
 
@@ -73,7 +113,11 @@ fn expect_kind<T: std::fmt::Debug>(result: Result<T>, kind: ErrorKind, what: &st
 }
 
 fn ensure(condition: bool, what: impl Into<String>) -> Result<()> {
-    if condition { Ok(()) } else { Err(Error::internal(what.into())) }
+    if condition {
+        Ok(())
+    } else {
+        Err(Error::internal(what.into()))
+    }
 }
 
 fn no_labels() -> HashMap<String, String> {
@@ -113,13 +157,24 @@ fn tree(root: &Path) -> Result<BTreeMap<String, String>> {
                 stack.push(path.clone());
                 "dir".to_string()
             } else if meta.file_type().is_symlink() {
-                format!("link->{}", std::fs::read_link(&path).map_err(|e| Error::io("readlink", &e))?.display())
+                format!(
+                    "link->{}",
+                    std::fs::read_link(&path)
+                        .map_err(|e| Error::io("readlink", &e))?
+                        .display()
+                )
             } else if meta.is_file() {
-                format!("file:{}", String::from_utf8_lossy(&std::fs::read(&path).map_err(|e| Error::io("read", &e))?))
+                format!(
+                    "file:{}",
+                    String::from_utf8_lossy(&std::fs::read(&path).map_err(|e| Error::io("read", &e))?)
+                )
             } else {
                 "special".to_string()
             };
-            out.insert(rel, format!("{kind} {:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid()));
+            out.insert(
+                rel,
+                format!("{kind} {:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            );
         }
     }
     Ok(out)
@@ -133,20 +188,51 @@ fn view_tree(sn: &dyn Snapshotter, scratch: &Path, key: &str, parent: &str) -> R
 
 fn errors_follow_containerd(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     sn.prepare("a", "", no_labels())?;
-    expect_kind(sn.prepare("a", "", no_labels()), ErrorKind::AlreadyExists, "prepare of an existing key")?;
-    expect_kind(sn.prepare("b", "missing", no_labels()), ErrorKind::NotFound, "prepare on a missing parent")?;
-    expect_kind(sn.prepare("b", "a", no_labels()), ErrorKind::InvalidArgument, "prepare on an active parent")?;
+    expect_kind(
+        sn.prepare("a", "", no_labels()),
+        ErrorKind::AlreadyExists,
+        "prepare of an existing key",
+    )?;
+    expect_kind(
+        sn.prepare("b", "missing", no_labels()),
+        ErrorKind::NotFound,
+        "prepare on a missing parent",
+    )?;
+    expect_kind(
+        sn.prepare("b", "a", no_labels()),
+        ErrorKind::InvalidArgument,
+        "prepare on an active parent",
+    )?;
     expect_kind(sn.stat("missing"), ErrorKind::NotFound, "stat of a missing key")?;
-    expect_kind(sn.commit("x", "missing", no_labels()), ErrorKind::NotFound, "commit of a missing key")?;
+    expect_kind(
+        sn.commit("x", "missing", no_labels()),
+        ErrorKind::NotFound,
+        "commit of a missing key",
+    )?;
     sn.commit("A", "a", no_labels())?;
-    expect_kind(sn.commit("A2", "A", no_labels()), ErrorKind::FailedPrecondition, "commit of a committed snapshot")?;
+    expect_kind(
+        sn.commit("A2", "A", no_labels()),
+        ErrorKind::FailedPrecondition,
+        "commit of a committed snapshot",
+    )?;
     sn.view("v", "A", no_labels())?;
-    expect_kind(sn.commit("V", "v", no_labels()), ErrorKind::FailedPrecondition, "commit of a view")?;
+    expect_kind(
+        sn.commit("V", "v", no_labels()),
+        ErrorKind::FailedPrecondition,
+        "commit of a view",
+    )?;
     layer(sn, scratch, "B", "A", |_| Ok(()))?;
     sn.prepare("c", "B", no_labels())?;
-    expect_kind(sn.commit("A", "c", no_labels()), ErrorKind::AlreadyExists, "commit to an existing name")?;
+    expect_kind(
+        sn.commit("A", "c", no_labels()),
+        ErrorKind::AlreadyExists,
+        "commit to an existing name",
+    )?;
     expect_kind(sn.remove("missing"), ErrorKind::NotFound, "remove of a missing key")?;
-    ensure(sn.stat("c")?.kind == Kind::Active, "c stays active after the failed commit")?;
+    ensure(
+        sn.stat("c")?.kind == Kind::Active,
+        "c stays active after the failed commit",
+    )?;
     Ok(())
 }
 
@@ -163,14 +249,26 @@ fn layering(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     })?;
     let seen = view_tree(sn, scratch, "view", "top")?;
     let file = |content: &str| format!("file:{content} 644 0:0");
-    ensure(seen.get("etc/hostname") == Some(&file("top")), format!("modified file: {seen:?}"))?;
-    ensure(seen.get("keep") == Some(&file("kept")), format!("inherited file: {seen:?}"))?;
+    ensure(
+        seen.get("etc/hostname") == Some(&file("top")),
+        format!("modified file: {seen:?}"),
+    )?;
+    ensure(
+        seen.get("keep") == Some(&file("kept")),
+        format!("inherited file: {seen:?}"),
+    )?;
     ensure(seen.get("new") == Some(&file("added")), format!("added file: {seen:?}"))?;
-    ensure(seen.get("link").is_some_and(|l| l.starts_with("link->etc/hostname")), format!("symlink: {seen:?}"))?;
+    ensure(
+        seen.get("link").is_some_and(|l| l.starts_with("link->etc/hostname")),
+        format!("symlink: {seen:?}"),
+    )?;
     ensure(seen.len() == 5, format!("nothing else: {seen:?}"))?;
     // The parent is unchanged.
     let base = view_tree(sn, scratch, "base-view", "base")?;
-    ensure(base.get("etc/hostname") == Some(&file("base")), format!("parent unchanged: {base:?}"))
+    ensure(
+        base.get("etc/hostname") == Some(&file("base")),
+        format!("parent unchanged: {base:?}"),
+    )
 }
 
 fn deletes_across_layers(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
@@ -192,7 +290,10 @@ fn deletes_across_layers(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     })?;
     let seen = view_tree(sn, scratch, "v", "l3")?;
     let keys: Vec<&str> = seen.keys().map(String::as_str).collect();
-    ensure(keys == ["d", "gone", "gone/y"], format!("deleted entries stay deleted, recreated dir is fresh: {keys:?}"))
+    ensure(
+        keys == ["d", "gone", "gone/y"],
+        format!("deleted entries stay deleted, recreated dir is fresh: {keys:?}"),
+    )
 }
 
 fn renames(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
@@ -207,7 +308,10 @@ fn renames(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     })?;
     let seen = view_tree(sn, scratch, "v", "l2")?;
     let keys: Vec<&str> = seen.keys().map(String::as_str).collect();
-    ensure(keys == ["moved", "moved/inner", "moved/inner/f", "renamed"], format!("renames: {keys:?}"))
+    ensure(
+        keys == ["moved", "moved/inner", "moved/inner/f", "renamed"],
+        format!("renames: {keys:?}"),
+    )
 }
 
 /// Moves as `mv` does: rename, or copy and delete where the filesystem
@@ -246,7 +350,10 @@ fn hardlinks(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     let mounted = TempMount::new(&mounts, scratch)?;
     let one = std::fs::metadata(mounted.path().join("one")).map_err(|e| Error::io("stat", &e))?;
     let two = std::fs::metadata(mounted.path().join("two")).map_err(|e| Error::io("stat", &e))?;
-    ensure(one.ino() == two.ino() && one.nlink() == 2, "hard links stay one inode with two names")
+    ensure(
+        one.ino() == two.ino() && one.nlink() == 2,
+        "hard links stay one inode with two names",
+    )
 }
 
 fn views_are_read_only(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
@@ -268,7 +375,11 @@ fn views_are_read_only(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
 fn removal_order(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     layer(sn, scratch, "parent", "", |root| std::fs::write(root.join("f"), "x"))?;
     sn.prepare("child", "parent", no_labels())?;
-    expect_kind(sn.remove("parent"), ErrorKind::FailedPrecondition, "remove of a parent with a child")?;
+    expect_kind(
+        sn.remove("parent"),
+        ErrorKind::FailedPrecondition,
+        "remove of a parent with a child",
+    )?;
     sn.remove("child")?;
     sn.remove("parent")?;
     expect_kind(sn.stat("parent"), ErrorKind::NotFound, "removed snapshots are gone")?;
@@ -281,14 +392,20 @@ fn concurrent_prepares(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
         let handles: Vec<_> = (0..16)
             .map(|i| scope.spawn(move || sn.prepare(&format!("k{}", i % 12), "base", no_labels()).map(|_| ())))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("panic")))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("panic"))))
+            .collect()
     });
     let created = results.iter().filter(|r| r.is_ok()).count();
     let conflicts = results
         .iter()
         .filter(|r| matches!(r, Err(e) if e.kind() == ErrorKind::AlreadyExists))
         .count();
-    ensure(created == 12 && conflicts == 4, format!("12 keys made once each: {created} created, {conflicts} conflicts"))?;
+    ensure(
+        created == 12 && conflicts == 4,
+        format!("12 keys made once each: {created} created, {conflicts} conflicts"),
+    )?;
     ensure(sn.walk()?.len() == 13, "13 snapshots recorded")
 }
 
@@ -297,11 +414,16 @@ fn many_layers(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     let mut parent = String::new();
     for i in 0..LAYERS {
         let name = format!("layer-{i:03}");
-        layer(sn, scratch, &name, &parent, |root| std::fs::write(root.join(format!("f{i:03}")), i.to_string()))?;
+        layer(sn, scratch, &name, &parent, |root| {
+            std::fs::write(root.join(format!("f{i:03}")), i.to_string())
+        })?;
         parent = name;
     }
     let seen = view_tree(sn, scratch, "top", &parent)?;
-    ensure(seen.len() == LAYERS, format!("all {LAYERS} layers visible, saw {}", seen.len()))?;
+    ensure(
+        seen.len() == LAYERS,
+        format!("all {LAYERS} layers visible, saw {}", seen.len()),
+    )?;
     // An active snapshot on top mounts too (upper + 130 lowers).
     let mounts = sn.prepare("work", &parent, no_labels())?;
     let mounted = TempMount::new(&mounts, scratch)?;
@@ -317,10 +439,16 @@ fn usage(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
         std::fs::write(mounted.path().join("small"), "x").map_err(|e| Error::io("write", &e))?;
     }
     let active = sn.usage("a")?;
-    ensure(active.size >= 1 << 20 && active.inodes >= 3, format!("active usage counts the data: {active:?}"))?;
+    ensure(
+        active.size >= 1 << 20 && active.inodes >= 3,
+        format!("active usage counts the data: {active:?}"),
+    )?;
     sn.commit("A", "a", no_labels())?;
     let committed = sn.usage("A")?;
-    ensure(committed == active, format!("committed usage is recorded: {committed:?} vs {active:?}"))
+    ensure(
+        committed == active,
+        format!("committed usage is recorded: {committed:?} vs {active:?}"),
+    )
 }
 
 fn labels_and_walk(sn: &dyn Snapshotter, _scratch: &Path) -> Result<()> {
@@ -329,7 +457,10 @@ fn labels_and_walk(sn: &dyn Snapshotter, _scratch: &Path) -> Result<()> {
     ensure(sn.stat("a")?.labels == labels, "labels kept at prepare")?;
     let updated: HashMap<String, String> = [("containerd.io/snapshot/y".to_string(), "2".to_string())].into();
     let info = sn.update_labels("a", updated.clone())?;
-    ensure(info.labels == updated && sn.stat("a")?.labels == updated, "labels replaced")?;
+    ensure(
+        info.labels == updated && sn.stat("a")?.labels == updated,
+        "labels replaced",
+    )?;
     sn.commit("A", "a", no_labels())?;
     sn.prepare("b", "A", no_labels())?;
     let mut names: Vec<(String, String)> = sn.walk()?.into_iter().map(|i| (i.name, i.parent)).collect();
@@ -353,4 +484,16 @@ fn cleanup(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
     ensure(Path::new(&source).exists(), "recorded snapshots stay")?;
     let seen = view_tree(sn, scratch, "again", "kept")?;
     ensure(seen.contains_key("f"), "and still read")
+}
+
+fn close(sn: &dyn Snapshotter, scratch: &Path) -> Result<()> {
+    layer(sn, scratch, "base", "", |root| std::fs::write(root.join("f"), "x"))?;
+    sn.close()?;
+    expect_kind(
+        sn.prepare("after", "base", no_labels()),
+        ErrorKind::Unavailable,
+        "prepare after close",
+    )?;
+    expect_kind(sn.stat("base"), ErrorKind::Unavailable, "stat after close")?;
+    expect_kind(sn.remove("base"), ErrorKind::Unavailable, "remove after close")
 }

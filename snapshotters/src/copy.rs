@@ -50,7 +50,8 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 fn cpath(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::invalid_argument(format!("{} contains NUL", path.display())))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid_argument(format!("{} contains NUL", path.display())))
 }
 
 fn check(rc: libc::c_int, what: &str, path: &Path) -> Result<()> {
@@ -65,7 +66,10 @@ fn check(rc: libc::c_int, what: &str, path: &Path) -> Result<()> {
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
     let items = scan(src)?;
     // Directories first, in walk order (parents before children).
-    for item in items.iter().filter(|i| i.kind == Type::Dir && !i.rel.as_os_str().is_empty()) {
+    for item in items
+        .iter()
+        .filter(|i| i.kind == Type::Dir && !i.rel.as_os_str().is_empty())
+    {
         let target = dst.join(&item.rel);
         std::fs::DirBuilder::new()
             .mode(item.meta.mode() & 0o7777)
@@ -115,9 +119,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
             })
             .collect();
         for handle in handles {
-            handle
-                .join()
-                .map_err(|_| Error::internal("a copy thread panicked"))??;
+            handle.join().map_err(|_| Error::internal("a copy thread panicked"))??;
         }
         Ok(())
     })?;
@@ -273,11 +275,21 @@ fn copy_range(source: &File, target: &File, offset: u64, len: u64, to: &Path) ->
         let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
         // SAFETY: both fds are open; the offsets are ours and advanced by the kernel.
         let n = unsafe {
-            libc::copy_file_range(source.as_raw_fd(), &mut src_off, target.as_raw_fd(), &mut dst_off, chunk, 0)
+            libc::copy_file_range(
+                source.as_raw_fd(),
+                &mut src_off,
+                target.as_raw_fd(),
+                &mut dst_off,
+                chunk,
+                0,
+            )
         };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) {
                 return copy_with_read_write(source, target, src_off as u64, dst_off as u64, left, to);
             }
             return Err(io("copying into", to, e));
@@ -296,11 +308,15 @@ fn copy_with_read_write(source: &File, target: &File, src: u64, dst: u64, len: u
     let (mut src, mut dst, mut left) = (src, dst, len);
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(buffer.len());
-        let n = source.read_at(&mut buffer[..want], src).map_err(|e| io("reading for", to, e))?;
+        let n = source
+            .read_at(&mut buffer[..want], src)
+            .map_err(|e| io("reading for", to, e))?;
         if n == 0 {
             break;
         }
-        target.write_all_at(&buffer[..n], dst).map_err(|e| io("writing", to, e))?;
+        target
+            .write_all_at(&buffer[..n], dst)
+            .map_err(|e| io("writing", to, e))?;
         (src, dst, left) = (src + n as u64, dst + n as u64, left - n as u64);
     }
     Ok(())

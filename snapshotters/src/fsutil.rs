@@ -15,7 +15,8 @@ pub fn disk_usage(root: &Path) -> Result<Usage> {
     let mut usage = Usage::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(format!("measuring {}", path.display()), &e))?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| Error::io(format!("measuring {}", path.display()), &e))?;
         if seen.insert((meta.dev(), meta.ino())) {
             usage.inodes += 1;
             usage.size += i64::try_from(meta.blocks() * 512).unwrap_or(i64::MAX);
@@ -50,7 +51,10 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     // SAFETY: syncfs takes an open file descriptor, which `dir` owns for the call.
     let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
     if rc != 0 {
-        return Err(Error::io(format!("syncing the filesystem of {}", path.display()), &std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("syncing the filesystem of {}", path.display()),
+            &std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod copy;
+pub mod differ;
 pub mod fsutil;
 pub mod native;
 pub mod overlay;

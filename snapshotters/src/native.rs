@@ -53,7 +53,7 @@ impl Native {
             r#type: "bind".into(),
             source: source.display().to_string(),
             target: String::new(),
-            options: vec![access.to_string(), "rbind".to_string()],
+            options: vec!["rbind".to_string(), access.to_string()],
         }])
     }
 
@@ -74,7 +74,9 @@ impl Native {
         if let Some(p) = &parent_snapshot
             && p.kind()? != Kind::Committed
         {
-            return Err(Error::invalid_argument(format!("parent snapshot {parent:?} is not committed")));
+            return Err(Error::invalid_argument(format!(
+                "parent snapshot {parent:?} is not committed"
+            )));
         }
         let staging = staging_dir(&self.storage.snapshots_dir())?;
         let result = (|| {
@@ -87,11 +89,19 @@ impl Native {
                 && kind == Kind::Active
             {
                 let stats = copy_tree(&self.tree(p.record.id), &tree)?;
-                tracing::debug!(key, entries = stats.entries, bytes = stats.bytes, reflinked = stats.reflinked, "copied parent");
+                tracing::debug!(
+                    key,
+                    entries = stats.entries,
+                    bytes = stats.bytes,
+                    reflinked = stats.reflinked,
+                    "copied parent"
+                );
             }
             let snapshot = self.storage.create(key, parent, kind, labels, |id, parent_ids| {
                 if parent_ids.first() != parent_snapshot.as_ref().map(|p| &p.record.id) {
-                    return Err(Error::failed_precondition(format!("parent snapshot {parent:?} changed meanwhile")));
+                    return Err(Error::failed_precondition(format!(
+                        "parent snapshot {parent:?} changed meanwhile"
+                    )));
                 }
                 std::fs::rename(&staging, self.storage.dir(id))
                     .map_err(|e| Error::io(format!("creating snapshot {key:?}"), &e))
@@ -159,5 +169,10 @@ impl Snapshotter for Native {
 
     fn cleanup(&self) -> Result<()> {
         self.storage.remove_orphan_dirs().map(|_| ())
+    }
+
+    fn close(&self) -> Result<()> {
+        self.storage.close();
+        Ok(())
     }
 }

@@ -196,4 +196,9 @@ impl Snapshotter for Overlay {
     fn cleanup(&self) -> Result<()> {
         self.storage.remove_orphan_dirs().map(|_| ())
     }
+
+    fn close(&self) -> Result<()> {
+        self.storage.close();
+        Ok(())
+    }
 }

@@ -84,6 +84,7 @@ fn info_of(key: &str, record: &BackendSnapshot) -> Result<Info> {
 pub struct Storage {
     db: Database,
     root: PathBuf,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Storage {
@@ -100,7 +101,21 @@ impl Storage {
         Ok(Self {
             db,
             root: root.to_path_buf(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Refuses every later call: the daemon is shutting down and no
+    /// snapshot may change after its final state was recorded.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn db(&self) -> Result<&Database> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::unavailable("snapshotter is closed"));
+        }
+        Ok(&self.db)
     }
 
     /// The directory of snapshot `id`.
@@ -126,10 +141,14 @@ impl Storage {
 
     /// One snapshot with its parent chain.
     pub fn get(&self, key: &str) -> Result<Snapshot> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let txn = self.db()?.begin_read().map_err(db_error)?;
         let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
         let get = |k: &str| -> Result<Option<BackendSnapshot>> {
-            table.get(k).map_err(db_error)?.map(|v| decode(k, v.value())).transpose()
+            table
+                .get(k)
+                .map_err(db_error)?
+                .map(|v| decode(k, v.value()))
+                .transpose()
         };
         let record = get(key)?.ok_or_else(|| not_found(key))?;
         let parent_ids = Self::parent_ids(&get, record.parent.clone())?;
@@ -151,7 +170,7 @@ impl Storage {
         labels: HashMap<String, String>,
         make_dir: impl FnOnce(u64, &[u64]) -> Result<()>,
     ) -> Result<Snapshot> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let txn = self.db()?.begin_write().map_err(db_error)?;
         let snapshot = {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
             if table.get(key).map_err(db_error)?.is_some() {
@@ -172,7 +191,11 @@ impl Storage {
                     )));
                 }
                 let get = |k: &str| -> Result<Option<BackendSnapshot>> {
-                    table.get(k).map_err(db_error)?.map(|v| decode(k, v.value())).transpose()
+                    table
+                        .get(k)
+                        .map_err(db_error)?
+                        .map(|v| decode(k, v.value()))
+                        .transpose()
                 };
                 let mut ids = vec![parent_record.id];
                 ids.extend(Self::parent_ids(&get, parent_record.parent.clone())?);
@@ -191,9 +214,7 @@ impl Storage {
                 inodes: 0,
             };
             make_dir(id, &parent_ids)?;
-            table
-                .insert(key, record.encode_to_vec().as_slice())
-                .map_err(db_error)?;
+            table.insert(key, record.encode_to_vec().as_slice()).map_err(db_error)?;
             Snapshot {
                 key: key.to_string(),
                 record,
@@ -207,7 +228,7 @@ impl Storage {
     /// Turns the active snapshot `key` into the committed snapshot `name`
     /// with the given usage and labels.
     pub fn commit(&self, name: &str, key: &str, size: i64, inodes: i64, labels: HashMap<String, String>) -> Result<()> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let txn = self.db()?.begin_write().map_err(db_error)?;
         {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
             let mut record = table
@@ -238,7 +259,7 @@ impl Storage {
     /// Forgets a snapshot (its directory is the caller's to remove after);
     /// FailedPrecondition while another snapshot has it as parent.
     pub fn remove(&self, key: &str) -> Result<BackendSnapshot> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let txn = self.db()?.begin_write().map_err(db_error)?;
         let record = {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
             let record = table
@@ -269,7 +290,7 @@ impl Storage {
 
     /// Replaces a snapshot's labels.
     pub fn update_labels(&self, key: &str, labels: HashMap<String, String>) -> Result<Info> {
-        let txn = self.db.begin_write().map_err(db_error)?;
+        let txn = self.db()?.begin_write().map_err(db_error)?;
         let record = {
             let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
             let mut record = table
@@ -289,7 +310,7 @@ impl Storage {
 
     /// Every snapshot.
     pub fn list(&self) -> Result<Vec<Info>> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let txn = self.db()?.begin_read().map_err(db_error)?;
         let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_error)? {
@@ -301,7 +322,7 @@ impl Storage {
 
     /// Ids of every recorded snapshot.
     pub fn ids(&self) -> Result<HashSet<u64>> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let txn = self.db()?.begin_read().map_err(db_error)?;
         let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
         let mut out = HashSet::new();
         for entry in table.iter().map_err(db_error)? {
@@ -320,13 +341,18 @@ impl Storage {
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), &e))? {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name();
-            let owned = name.to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|id| ids.contains(&id));
+            let owned = name
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|id| ids.contains(&id));
             if owned {
                 continue;
             }
             match crate::fsutil::remove_tree(&entry.path()) {
                 Ok(()) => removed += 1,
-                Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove orphan snapshot directory"),
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove orphan snapshot directory")
+                }
             }
         }
         Ok(removed)

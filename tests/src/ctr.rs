@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sha2::Digest as _;
+
 use crate::{binaries, wait};
 
 /// How long one `ctr` command may take before the test fails.
@@ -85,6 +87,38 @@ impl Ctr {
             out.stderr
         );
         out.stdout
+    }
+
+    /// `ctr images import --snapshotter <snapshotter> <archive>`: imports
+    /// and unpacks.
+    pub fn import(&self, snapshotter: &str, archive: &Path) -> String {
+        let archive = archive.to_str().expect("utf-8 archive path");
+        self.ok(&["images", "import", "--snapshotter", snapshotter, archive])
+    }
+
+    /// Stores `data` as a blob with `ctr content ingest`, labels it a GC
+    /// root so it stays, and returns its digest.
+    pub fn ingest(&self, reference: &str, data: &[u8]) -> String {
+        use std::io::Write as _;
+        let mut child = self
+            .command(&["content", "ingest", reference])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr content ingest");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(data).expect("write the blob to ctr");
+        drop(stdin);
+        let output = wait_output(child, COMMAND_LIMIT, "ctr content ingest");
+        assert!(
+            output.status.success(),
+            "ctr content ingest failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
+        self.ok(&["content", "label", &digest, "containerd.io/gc.root=test"]);
+        digest
     }
 
     /// Runs a command that must fail; returns its stderr.

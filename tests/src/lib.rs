@@ -15,5 +15,7 @@ pub mod ctr;
 pub mod daemon;
 pub mod images;
 pub mod loopfs;
+pub mod registry;
+pub mod tree;
 pub mod wait;
 pub mod wire_compat;

@@ -17,7 +17,10 @@ pub struct LoopFs {
 impl LoopFs {
     /// Makes a `size_mib` image with `mkfs` (e.g. `["mkfs.xfs", "-m", "reflink=1"]`) and mounts it.
     pub fn new(size_mib: u64, mkfs: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("berth-loopfs").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-loopfs")
+            .tempdir()
+            .expect("temp dir");
         let image = dir.path().join("image");
         let file = std::fs::File::create(&image).expect("image file");
         file.set_len(size_mib << 20).expect("size the image");
@@ -26,7 +29,11 @@ impl LoopFs {
             .arg(&image)
             .output()
             .expect("run mkfs");
-        assert!(status.status.success(), "{mkfs:?}: {}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{mkfs:?}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount).expect("mount point");
         let status = Command::new("mount")
@@ -35,7 +42,11 @@ impl LoopFs {
             .arg(&mount)
             .output()
             .expect("run mount");
-        assert!(status.status.success(), "mount: {}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         Self { _dir: dir, mount }
     }
 

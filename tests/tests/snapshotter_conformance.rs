@@ -16,12 +16,16 @@ fn assert_passes(name: &str, factory: &conformance::Factory<'_>) {
 
 #[test]
 fn overlayfs_passes_the_conformance_suite() {
-    assert_passes("overlayfs", &|root| Ok(Arc::new(Overlay::open(root)?) as Arc<dyn Snapshotter>));
+    assert_passes("overlayfs", &|root| {
+        Ok(Arc::new(Overlay::open(root)?) as Arc<dyn Snapshotter>)
+    });
 }
 
 #[test]
 fn native_passes_the_conformance_suite() {
-    assert_passes("native", &|root| Ok(Arc::new(Native::open(root)?) as Arc<dyn Snapshotter>));
+    assert_passes("native", &|root| {
+        Ok(Arc::new(Native::open(root)?) as Arc<dyn Snapshotter>)
+    });
 }
 
 #[test]
@@ -37,7 +41,10 @@ fn native_reflinks_on_xfs_and_still_passes_the_suite() {
     assert!(stats.reflinked, "{stats:?}");
     assert_eq!(std::fs::read(dst.join("d/data")).unwrap(), vec![3u8; 4 << 20]);
 
-    let scratch = tempfile::Builder::new().prefix("berth-conformance").tempdir_in(xfs.path()).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("berth-conformance")
+        .tempdir_in(xfs.path())
+        .unwrap();
     let failures = conformance::run_all(
         &|root| Ok(Arc::new(Native::open(root)?) as Arc<dyn Snapshotter>),
         scratch.path(),
@@ -59,7 +66,11 @@ fn native_copies_keep_holes_links_devices_xattrs_and_owners() {
     std::fs::write(src.join("sub/linked"), "same inode").unwrap();
     std::fs::hard_link(src.join("sub/linked"), src.join("other-name")).unwrap();
     std::os::unix::fs::symlink("sub/linked", src.join("link")).unwrap();
-    let status = std::process::Command::new("mknod").arg(src.join("null")).args(["c", "1", "3"]).status().unwrap();
+    let status = std::process::Command::new("mknod")
+        .arg(src.join("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
     assert!(status.success());
     std::fs::write(src.join("suid"), "x").unwrap();
     std::os::unix::fs::chown(src.join("suid"), Some(1000), Some(1000)).unwrap();
@@ -76,10 +87,22 @@ fn native_copies_keep_holes_links_devices_xattrs_and_owners() {
     let meta = |p: &str| std::fs::symlink_metadata(dst.join(p)).unwrap();
     assert_eq!(meta("sparse").len(), 64 << 20);
     assert!(meta("sparse").blocks() * 512 < 1 << 20, "the hole stays a hole");
-    assert_eq!(meta("sub/linked").ino(), meta("other-name").ino(), "hard links stay linked");
-    assert_eq!(std::fs::read_link(dst.join("link")).unwrap().to_str(), Some("sub/linked"));
-    assert_eq!(meta("null").rdev(), std::fs::symlink_metadata(src.join("null")).unwrap().rdev());
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&meta("null").file_type()));
+    assert_eq!(
+        meta("sub/linked").ino(),
+        meta("other-name").ino(),
+        "hard links stay linked"
+    );
+    assert_eq!(
+        std::fs::read_link(dst.join("link")).unwrap().to_str(),
+        Some("sub/linked")
+    );
+    assert_eq!(
+        meta("null").rdev(),
+        std::fs::symlink_metadata(src.join("null")).unwrap().rdev()
+    );
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &meta("null").file_type()
+    ));
     assert_eq!((meta("suid").uid(), meta("suid").gid()), (1000, 1000));
     assert_eq!(meta("suid").mode() & 0o7777, 0o4755, "set-id bits survive the chown");
     assert_eq!(meta("sub").mtime(), std::fs::metadata(src.join("sub")).unwrap().mtime());

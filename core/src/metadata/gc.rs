@@ -5,7 +5,8 @@
 //! Roots (containerd's rules): images (their target and label references),
 //! containers (their snapshot and label references), leases that have not
 //! expired (every resource they hold), ingests no lease holds until their
-//! expiry, and any blob labelled `containerd.io/gc.root`. References:
+//! expiry, and any blob or snapshot labelled `containerd.io/gc.root`
+//! (`ctr snapshot prepare` and `commit` set it). References:
 //! `containerd.io/gc.ref.content[.<suffix>|/<suffix>]` labels name blobs,
 //! `containerd.io/gc.ref.snapshot.<snapshotter>[/...]` labels name snapshots;
 //! a lease labelled `containerd.io/gc.flat` holds its objects but not what
@@ -209,6 +210,18 @@ pub fn mark_and_sweep(txn: &WriteTransaction, now: SystemTime) -> Result<Sweep> 
                 Node::Content {
                     namespace: ns.clone(),
                     digest: digest.clone(),
+                },
+                true,
+            ));
+        }
+    }
+    for (ns, snapshotter, key, record) in &snapshot_records {
+        if record.labels.contains_key(GC_ROOT) {
+            stack.push((
+                Node::Snapshot {
+                    namespace: ns.clone(),
+                    snapshotter: snapshotter.clone(),
+                    key: key.clone(),
                 },
                 true,
             ));

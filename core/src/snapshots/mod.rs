@@ -132,6 +132,9 @@ pub trait Snapshotter: Send + Sync + 'static {
     fn walk(&self) -> Result<Vec<Info>>;
     /// Removes data no snapshot owns (left by a crash).
     fn cleanup(&self) -> Result<()>;
+    /// Stops serving: later calls fail with Unavailable. The daemon closes
+    /// every snapshotter once requests have drained at shutdown.
+    fn close(&self) -> Result<()>;
 }
 
 /// The snapshotters berthd loaded, by name (plugin id).

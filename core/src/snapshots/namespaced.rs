@@ -55,6 +55,15 @@ fn info_of(key: &str, record: SnapshotRecord) -> Result<Info> {
     })
 }
 
+/// What a Prepare or View asks for.
+struct NewSnapshot<'a> {
+    key: &'a str,
+    parent: &'a str,
+    labels: HashMap<String, String>,
+    lease: Option<String>,
+    kind: Kind,
+}
+
 /// Filter fields of a snapshot: `kind`, `name`, `parent`, `labels.<k>`.
 struct InfoFields<'a>(&'a Info);
 
@@ -93,16 +102,14 @@ impl NamespacedSnapshots {
         &self.snapshotters
     }
 
-    async fn create(
-        &self,
-        namespace: &str,
-        snapshotter: &str,
-        key: &str,
-        parent: &str,
-        labels: HashMap<String, String>,
-        lease: Option<String>,
-        kind: Kind,
-    ) -> Result<Vec<Mount>> {
+    async fn create(&self, namespace: &str, snapshotter: &str, new: NewSnapshot<'_>) -> Result<Vec<Mount>> {
+        let NewSnapshot {
+            key,
+            parent,
+            labels,
+            lease,
+            kind,
+        } = new;
         validate_key("key", key)?;
         let backend = self.snapshotters.get(snapshotter)?;
         labels::validate_all(&labels).map_err(|e| e.with_context(format!("snapshot {key:?}")))?;
@@ -158,8 +165,14 @@ impl NamespacedSnapshots {
         labels: HashMap<String, String>,
         lease: Option<String>,
     ) -> Result<Vec<Mount>> {
-        self.create(namespace, snapshotter, key, parent, labels, lease, Kind::Active)
-            .await
+        let new = NewSnapshot {
+            key,
+            parent,
+            labels,
+            lease,
+            kind: Kind::Active,
+        };
+        self.create(namespace, snapshotter, new).await
     }
 
     /// A read-only view of `parent`.
@@ -172,8 +185,14 @@ impl NamespacedSnapshots {
         labels: HashMap<String, String>,
         lease: Option<String>,
     ) -> Result<Vec<Mount>> {
-        self.create(namespace, snapshotter, key, parent, labels, lease, Kind::View)
-            .await
+        let new = NewSnapshot {
+            key,
+            parent,
+            labels,
+            lease,
+            kind: Kind::View,
+        };
+        self.create(namespace, snapshotter, new).await
     }
 
     async fn record(&self, namespace: &str, snapshotter: &str, key: &str) -> Result<SnapshotRecord> {
@@ -320,9 +339,11 @@ impl NamespacedSnapshots {
         info_of(key, record)
     }
 
-    /// Removes backend data no snapshot owns.
+    /// Removes backend data no snapshot owns. Holds the collector's lock
+    /// so no snapshot being created meanwhile looks like an orphan.
     pub async fn cleanup(&self, snapshotter: &str) -> Result<()> {
         let backend = self.snapshotters.get(snapshotter)?;
+        let _gc = self.snapshotters.gc_lock().write().await;
         blocking(move || backend.cleanup()).await
     }
 }
