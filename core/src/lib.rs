@@ -12,6 +12,7 @@ pub mod events;
 pub mod filters;
 pub mod gc;
 pub mod identifiers;
+pub mod keyed_lock;
 pub mod labels;
 pub mod metadata;
 pub mod mount;

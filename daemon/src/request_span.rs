@@ -1,7 +1,11 @@
 //! A tracing span around every gRPC request, carrying the method and the
-//! namespace header, so everything a handler logs says which call it served.
+//! namespace header, so everything a handler logs says which call it served;
+//! at debug level each call's duration is logged when its answer is ready.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use berth_services::namespace_header::NAMESPACE_HEADER;
 use tower::{Layer, Service};
@@ -28,10 +32,11 @@ pub struct RequestSpan<S> {
 impl<S, B> Service<http::Request<B>> for RequestSpan<S>
 where
     S: Service<http::Request<B>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = tracing::instrument::Instrumented<S::Future>;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -45,6 +50,13 @@ where
             .unwrap_or("")
             .to_string();
         let span = tracing::debug_span!("grpc", method = %request.uri().path(), namespace = %namespace);
-        self.inner.call(request).instrument(span)
+        let started = Instant::now();
+        let answer = self.inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let output = answer.await;
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            span.in_scope(|| tracing::debug!(elapsed_ms, "answered"));
+            output
+        })
     }
 }

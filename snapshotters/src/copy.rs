@@ -6,7 +6,8 @@
 //! as hard links, extended attributes, ownership, modes (set after
 //! ownership, so set-id bits survive) and times (directories last, after
 //! their contents stopped changing them). Files are copied by several
-//! threads at once; the tree is walked once up front.
+//! threads at once, each taking the next file when done with one; the tree
+//! is walked once up front.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
@@ -15,7 +16,7 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use berth_core::{Error, Result};
 
@@ -97,21 +98,28 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
 
     let reflink = AtomicBool::new(true);
     let bytes = AtomicU64::new(0);
+    // Workers take the next file as they finish one, so a few large files
+    // do not leave the others idle; more workers than cores, as creating
+    // inodes mostly waits.
     let workers = std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4)
-        .clamp(2, 8)
+        .map(|n| n.get() * 4)
+        .unwrap_or(8)
+        .clamp(2, 16)
         .min(copies.len().max(1));
-    let chunk = copies.len().div_ceil(workers).max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = copies
-            .chunks(chunk)
-            .map(|part| {
-                let (items, reflink, bytes) = (&items, &reflink, &bytes);
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (items, copies, reflink, bytes, next, failed) = (&items, &copies, &reflink, &bytes, &next, &failed);
                 scope.spawn(move || -> Result<()> {
-                    for &index in part {
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some(&index) = copies.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
                         let item = &items[index];
-                        let written = copy_entry(&src.join(&item.rel), &dst.join(&item.rel), item, reflink)?;
+                        let written = copy_entry(&src.join(&item.rel), &dst.join(&item.rel), item, reflink)
+                            .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
                         bytes.fetch_add(written, Ordering::Relaxed);
                     }
                     Ok(())

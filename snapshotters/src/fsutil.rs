@@ -32,18 +32,6 @@ pub fn disk_usage(root: &Path) -> Result<Usage> {
     Ok(usage)
 }
 
-/// Removes a directory tree (or a file); a missing path is fine.
-pub fn remove_tree(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), &e)),
-        Ok(meta) if meta.is_dir() => {
-            std::fs::remove_dir_all(path).map_err(|e| Error::io(format!("removing {}", path.display()), &e))
-        }
-        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io(format!("removing {}", path.display()), &e)),
-    }
-}
-
 /// Flushes the filesystem holding `path` to disk (syncfs(2)): everything a
 /// snapshot wrote is durable before it is recorded as committed.
 pub fn sync_filesystem(path: &Path) -> Result<()> {

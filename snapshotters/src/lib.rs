@@ -10,6 +10,7 @@ pub mod differ;
 pub mod fsutil;
 pub mod native;
 pub mod overlay;
+pub mod remove;
 pub mod storage;
 
 use std::sync::Arc;

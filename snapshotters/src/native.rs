@@ -20,7 +20,8 @@ use berth_core::snapshots::{Info, Kind, Snapshotter, Usage};
 use berth_core::{Error, Result};
 
 use crate::copy::copy_tree;
-use crate::fsutil::{disk_usage, remove_tree, staging_dir, sync_filesystem};
+use crate::fsutil::{disk_usage, staging_dir, sync_filesystem};
+use crate::remove::remove_tree;
 use crate::storage::{Snapshot, Storage};
 
 /// Snapshots as full directory trees.

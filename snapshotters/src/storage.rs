@@ -348,7 +348,7 @@ impl Storage {
             if owned {
                 continue;
             }
-            match crate::fsutil::remove_tree(&entry.path()) {
+            match crate::remove::remove_tree(&entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) => {
                     tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove orphan snapshot directory")

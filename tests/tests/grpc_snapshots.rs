@@ -618,3 +618,33 @@ async fn diff_refuses_bad_requests_and_hostile_layers_touch_nothing_outside() {
         assert_eq!(code(unsupported), Code::Unimplemented);
     }
 }
+
+#[tokio::test]
+async fn racing_prepares_of_one_key_make_one_snapshot() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    for snapshotter in ["overlayfs", "native"] {
+        let mut base = Snapshots::new(&channel, snapshotter);
+        base.prepare("base", "").await.unwrap();
+        base.commit("parent", "base").await.unwrap();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let mut s = Snapshots::new(&channel, snapshotter);
+                tokio::spawn(async move { s.prepare("contested", "parent").await.map(|_| ()) })
+            })
+            .collect();
+        let mut codes = Vec::new();
+        for racer in racers {
+            codes.push(racer.await.unwrap().map_err(|e| e.code()));
+        }
+        assert_eq!(codes.iter().filter(|c| c.is_ok()).count(), 1, "{codes:?}");
+        assert!(
+            codes.iter().all(|c| matches!(c, Ok(()) | Err(Code::AlreadyExists))),
+            "{codes:?}"
+        );
+        let dirs = std::fs::read_dir(daemon.root.join("snapshots").join(snapshotter).join("snapshots"))
+            .unwrap()
+            .count();
+        assert_eq!(dirs, 2, "{snapshotter}: the parent and one prepared snapshot");
+    }
+}

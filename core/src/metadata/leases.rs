@@ -140,7 +140,7 @@ pub fn list(txn: &ReadTransaction, namespace: &str) -> Result<Vec<Lease>> {
     Ok(LEASES.list(&table, namespace)?.into_iter().map(|(_, l)| l).collect())
 }
 
-fn exists(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
+pub(crate) fn exists(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
     let table = txn.open_table(LEASES.def).map_err(store_error)?;
     Ok(LEASES.get(&table, namespace, id)?.is_some())
 }

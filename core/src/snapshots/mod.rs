@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
+use crate::keyed_lock::KeyedLocks;
 use crate::mount::Mount;
 use crate::plugin::{PluginSet, types};
 
@@ -142,6 +143,7 @@ pub trait Snapshotter: Send + Sync + 'static {
 pub struct Snapshotters {
     by_name: BTreeMap<String, Arc<dyn Snapshotter>>,
     gc_lock: tokio::sync::RwLock<()>,
+    name_locks: KeyedLocks,
 }
 
 impl std::fmt::Debug for Snapshotters {
@@ -172,7 +174,7 @@ impl Snapshotters {
             .collect();
         Self {
             by_name,
-            gc_lock: tokio::sync::RwLock::new(()),
+            ..Self::default()
         }
     }
 
@@ -180,8 +182,14 @@ impl Snapshotters {
     pub fn with(backends: impl IntoIterator<Item = (String, Arc<dyn Snapshotter>)>) -> Self {
         Self {
             by_name: backends.into_iter().collect(),
-            gc_lock: tokio::sync::RwLock::new(()),
+            ..Self::default()
         }
+    }
+
+    /// Locks on snapshot names: an operation holds the names it changes
+    /// while its backend works outside metadata transactions.
+    pub fn name_locks(&self) -> &KeyedLocks {
+        &self.name_locks
     }
 
     /// Creating and committing snapshots hold this for reading; garbage

@@ -102,6 +102,58 @@ impl NamespacedSnapshots {
         &self.snapshotters
     }
 
+    /// The lock name of a snapshot key (empty for no key).
+    fn lock_name(namespace: &str, snapshotter: &str, key: &str) -> String {
+        if key.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}\0{snapshotter}\0{key}")
+        }
+    }
+
+    /// Checks what a new snapshot needs and hands out its backend key
+    /// (one short write transaction: the namespace exists afterwards).
+    async fn reserve(&self, ns: &str, sn: &str, key: &str, lease: Option<&str>) -> Result<String> {
+        let (ns, sn, key, lease) = (
+            ns.to_string(),
+            sn.to_string(),
+            key.to_string(),
+            lease.map(str::to_string),
+        );
+        self.meta
+            .write(move |txn| {
+                namespaces::ensure(txn, &ns)?;
+                if snapshots::get_for_update(txn, &ns, &sn, &key)?.is_some() {
+                    return Err(Error::already_exists(format!("snapshot {key:?}")));
+                }
+                if let Some(id) = &lease
+                    && !leases::exists(txn, &ns, id)?
+                {
+                    return Err(Error::not_found(format!("lease {id:?} of this request")));
+                }
+                Ok(format!("{ns}/{}/{key}", snapshots::next_sequence(txn)?))
+            })
+            .await
+    }
+
+    /// The backend key of `parent` (empty for none); NotFound when there is
+    /// no such snapshot.
+    async fn backend_parent(&self, ns: &str, sn: &str, parent: &str) -> Result<String> {
+        if parent.is_empty() {
+            return Ok(String::new());
+        }
+        let (ns, sn, p) = (ns.to_string(), sn.to_string(), parent.to_string());
+        self.meta
+            .read(move |txn| snapshots::get(txn, &ns, &sn, &p))
+            .await?
+            .map(|record| record.backend_key)
+            .ok_or_else(|| Error::not_found(format!("parent snapshot {parent:?}")))
+    }
+
+    /// Prepare and View. The key and its parent are locked, so nothing
+    /// else changes them meanwhile; the backend works (a native prepare
+    /// copies a whole tree) outside any metadata transaction; the record is
+    /// written last. Should that fail, the backend snapshot is removed.
     async fn create(&self, namespace: &str, snapshotter: &str, new: NewSnapshot<'_>) -> Result<Vec<Mount>> {
         let NewSnapshot {
             key,
@@ -113,46 +165,65 @@ impl NamespacedSnapshots {
         validate_key("key", key)?;
         let backend = self.snapshotters.get(snapshotter)?;
         labels::validate_all(&labels).map_err(|e| e.with_context(format!("snapshot {key:?}")))?;
-        let (ns, sn, key, parent) = (
+        let _names = self
+            .snapshotters
+            .name_locks()
+            .lock([
+                Self::lock_name(namespace, snapshotter, key),
+                Self::lock_name(namespace, snapshotter, parent),
+            ])
+            .await;
+        let _gc = self.snapshotters.gc_lock().read().await;
+        let backend_parent = self.backend_parent(namespace, snapshotter, parent).await?;
+        let backend_key = self.reserve(namespace, snapshotter, key, lease.as_deref()).await?;
+
+        let inherited = inherited_labels(&labels);
+        let mounts = {
+            let (backend, backend_key, backend_parent) =
+                (Arc::clone(&backend), backend_key.clone(), backend_parent.clone());
+            blocking(move || match kind {
+                Kind::View => backend.view(&backend_key, &backend_parent, inherited),
+                _ => backend.prepare(&backend_key, &backend_parent, inherited),
+            })
+            .await?
+        };
+
+        let (ns, sn, k, p, bk) = (
             namespace.to_string(),
             snapshotter.to_string(),
             key.to_string(),
             parent.to_string(),
+            backend_key.clone(),
         );
-        let _gc = self.snapshotters.gc_lock().read().await;
-        self.meta
+        let recorded = self
+            .meta
             .write(move |txn| {
-                namespaces::ensure(txn, &ns)?;
-                if snapshots::get_for_update(txn, &ns, &sn, &key)?.is_some() {
-                    return Err(Error::already_exists(format!("snapshot {key:?}")));
+                // The collector may have taken an unreferenced parent meanwhile.
+                if !p.is_empty()
+                    && snapshots::get_for_update(txn, &ns, &sn, &p)?.map(|r| r.backend_key) != Some(backend_parent)
+                {
+                    return Err(Error::not_found(format!("parent snapshot {p:?}")));
                 }
-                let backend_parent = if parent.is_empty() {
-                    String::new()
-                } else {
-                    snapshots::get_for_update(txn, &ns, &sn, &parent)?
-                        .ok_or_else(|| Error::not_found(format!("parent snapshot {parent:?}")))?
-                        .backend_key
-                };
-                leases::hold(txn, &ns, lease.as_deref(), &lease_type(&sn), &key)?;
-                let backend_key = format!("{ns}/{}/{key}", snapshots::next_sequence(txn)?);
-                let inherited = inherited_labels(&labels);
-                let mounts = match kind {
-                    Kind::View => backend.view(&backend_key, &backend_parent, inherited)?,
-                    _ => backend.prepare(&backend_key, &backend_parent, inherited)?,
-                };
+                leases::hold(txn, &ns, lease.as_deref(), &lease_type(&sn), &k)?;
                 let now = timestamps::now();
                 let record = SnapshotRecord {
-                    backend_key,
-                    parent,
+                    backend_key: bk,
+                    parent: p,
                     kind: kind.to_proto(),
                     labels: labels::without_empty(labels),
                     created_at: Some(now),
                     updated_at: Some(now),
                 };
-                snapshots::put(txn, &ns, &sn, &key, &record)?;
-                Ok(mounts)
+                snapshots::put(txn, &ns, &sn, &k, &record)
             })
-            .await
+            .await;
+        if let Err(e) = recorded {
+            if let Err(cleanup) = blocking(move || backend.remove(&backend_key)).await {
+                tracing::warn!(error = %cleanup, "removing the unrecorded snapshot failed; garbage collection will");
+            }
+            return Err(e);
+        }
+        Ok(mounts)
     }
 
     /// A writable snapshot on top of `parent` (empty for none).
@@ -240,7 +311,9 @@ impl NamespacedSnapshots {
         Ok(out)
     }
 
-    /// Makes the active snapshot `key` the committed snapshot `name`.
+    /// Makes the active snapshot `key` the committed snapshot `name`. Both
+    /// names are locked; the backend commits (measuring and syncing the
+    /// layer) outside any metadata transaction, then the records change.
     pub async fn commit(
         &self,
         namespace: &str,
@@ -254,37 +327,65 @@ impl NamespacedSnapshots {
         validate_key("key", key)?;
         let backend = self.snapshotters.get(snapshotter)?;
         labels::validate_all(&labels).map_err(|e| e.with_context(format!("snapshot {name:?}")))?;
+        let _names = self
+            .snapshotters
+            .name_locks()
+            .lock([
+                Self::lock_name(namespace, snapshotter, key),
+                Self::lock_name(namespace, snapshotter, name),
+            ])
+            .await;
+        let _gc = self.snapshotters.gc_lock().read().await;
+        let active = self.record(namespace, snapshotter, key).await?;
+        if Kind::from_proto(active.kind)? != Kind::Active {
+            return Err(Error::failed_precondition(format!("snapshot {key:?} is not active")));
+        }
+        let backend_name = self.reserve(namespace, snapshotter, name, lease.as_deref()).await?;
+        let inherited = inherited_labels(&labels);
+        {
+            let (backend, backend_name, backend_key) =
+                (Arc::clone(&backend), backend_name.clone(), active.backend_key.clone());
+            blocking(move || backend.commit(&backend_name, &backend_key, inherited)).await?;
+        }
         let (ns, sn, name, key) = (
             namespace.to_string(),
             snapshotter.to_string(),
             name.to_string(),
             key.to_string(),
         );
-        let _gc = self.snapshotters.gc_lock().read().await;
-        self.meta
-            .write(move |txn| {
-                let active = snapshots::get_for_update(txn, &ns, &sn, &key)?.ok_or_else(|| not_found(&key))?;
-                if snapshots::get_for_update(txn, &ns, &sn, &name)?.is_some() {
-                    return Err(Error::already_exists(format!("snapshot {name:?}")));
-                }
-                let lease_kind = lease_type(&sn);
-                leases::release(txn, &ns, lease.as_deref(), &lease_kind, &key)?;
-                leases::hold(txn, &ns, lease.as_deref(), &lease_kind, &name)?;
-                let backend_name = format!("{ns}/{}/{name}", snapshots::next_sequence(txn)?);
-                backend.commit(&backend_name, &active.backend_key, inherited_labels(&labels))?;
-                snapshots::remove(txn, &ns, &sn, &key)?;
-                let now = timestamps::now();
-                let record = SnapshotRecord {
-                    backend_key: backend_name,
-                    parent: active.parent,
-                    kind: Kind::Committed.to_proto(),
-                    labels: labels::without_empty(labels),
-                    created_at: Some(now),
-                    updated_at: Some(now),
-                };
-                snapshots::put(txn, &ns, &sn, &name, &record)
-            })
-            .await
+        let recorded = {
+            let backend_name = backend_name.clone();
+            self.meta
+                .write(move |txn| {
+                    let current = snapshots::get_for_update(txn, &ns, &sn, &key)?;
+                    if current.as_ref().map(|r| &r.backend_key) != Some(&active.backend_key) {
+                        // Collected meanwhile: the committed layer belongs to nothing.
+                        return Err(not_found(&key));
+                    }
+                    let lease_kind = lease_type(&sn);
+                    leases::release(txn, &ns, lease.as_deref(), &lease_kind, &key)?;
+                    leases::hold(txn, &ns, lease.as_deref(), &lease_kind, &name)?;
+                    snapshots::remove(txn, &ns, &sn, &key)?;
+                    let now = timestamps::now();
+                    let record = SnapshotRecord {
+                        backend_key: backend_name,
+                        parent: active.parent,
+                        kind: Kind::Committed.to_proto(),
+                        labels: labels::without_empty(labels),
+                        created_at: Some(now),
+                        updated_at: Some(now),
+                    };
+                    snapshots::put(txn, &ns, &sn, &name, &record)
+                })
+                .await
+        };
+        if let Err(e) = recorded {
+            if let Err(cleanup) = blocking(move || backend.remove(&backend_name)).await {
+                tracing::warn!(error = %cleanup, "removing the unrecorded snapshot failed; garbage collection will");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Removes a snapshot (its data goes at the next garbage collection).
@@ -292,6 +393,11 @@ impl NamespacedSnapshots {
     pub async fn remove(&self, namespace: &str, snapshotter: &str, key: &str, lease: Option<String>) -> Result<()> {
         validate_key("key", key)?;
         self.snapshotters.get(snapshotter)?;
+        let _name = self
+            .snapshotters
+            .name_locks()
+            .lock([Self::lock_name(namespace, snapshotter, key)])
+            .await;
         let (ns, sn, key) = (namespace.to_string(), snapshotter.to_string(), key.to_string());
         self.meta
             .write(move |txn| {

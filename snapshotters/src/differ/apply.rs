@@ -15,9 +15,11 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_core::{Error, Result};
 
+use super::file_pool::{FileJob, FilePool, MAX_POOLED_FILE};
 use super::root::{self, Root, clean, cstring, is_dir, join, list_dir, mkdir_at, remove_at, stat_at};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -77,8 +79,10 @@ struct PendingTimes {
 
 struct Applier<'a> {
     target: &'a Target,
+    /// Creates small regular files on other threads.
+    pool: FilePool,
     /// The parent directory opened last, reused while entries stay in it.
-    parent_cache: Option<(Vec<OsString>, OwnedFd)>,
+    parent_cache: Option<(Vec<OsString>, Arc<OwnedFd>)>,
     /// Entries this layer created (for opaque whiteouts on plain trees).
     unpacked: HashSet<Vec<OsString>>,
     dirs: Vec<PendingTimes>,
@@ -109,22 +113,24 @@ fn pax_time(value: &[u8]) -> Option<(i64, i64)> {
 /// Unpacks every entry of `archive` onto `target`.
 pub fn apply(archive: impl Read, target: &Target) -> Result<()> {
     let mut archive = tar::Archive::new(archive);
-    let mut applier = Applier {
-        target,
-        parent_cache: None,
-        unpacked: HashSet::new(),
-        dirs: Vec::new(),
-        buffer: vec![0u8; 1 << 20],
-    };
-    let entries = archive
-        .entries()
-        .map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
-        applier.entry(&mut entry)?;
-    }
-    applier.finish();
-    Ok(())
+    std::thread::scope(|scope| {
+        let mut applier = Applier {
+            target,
+            pool: FilePool::start(scope),
+            parent_cache: None,
+            unpacked: HashSet::new(),
+            dirs: Vec::new(),
+            buffer: vec![0u8; 1 << 20],
+        };
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
+            applier.entry(&mut entry)?;
+        }
+        applier.finish()
+    })
 }
 
 impl Applier<'_> {
@@ -139,14 +145,14 @@ impl Applier<'_> {
     }
 
     /// Opens the parent directory of an entry, making missing directories.
-    fn parent(&mut self, components: &[OsString], name: &Path) -> Result<&OwnedFd> {
+    fn parent(&mut self, components: &[OsString], name: &Path) -> Result<&Arc<OwnedFd>> {
         let cached = self
             .parent_cache
             .as_ref()
             .is_some_and(|(c, _)| c.as_slice() == components);
         if !cached {
             let fd = self.open_or_make(components, name)?;
-            self.parent_cache = Some((components.to_vec(), fd));
+            self.parent_cache = Some((components.to_vec(), Arc::new(fd)));
         }
         Ok(&self.parent_cache.as_ref().expect("just set").1)
     }
@@ -270,6 +276,18 @@ impl Applier<'_> {
         let atime = atime.filter(|a| *a > mtime).unwrap_or(mtime);
         let times = [timespec(atime.0, atime.1), timespec(mtime.0, mtime.1)];
 
+        // Whiteouts and hard links act on what is already there: let every
+        // queued file land first. So must any entry at, or under, a path
+        // still being written.
+        let mut full = components.clone();
+        full.push(base.clone());
+        if base_bytes.starts_with(WHITEOUT_PREFIX.as_bytes())
+            || entry_type == tar::EntryType::Link
+            || self.pool.touches(&full)
+        {
+            self.pool.barrier()?;
+        }
+
         // Whiteouts.
         if base_bytes == OPAQUE_WHITEOUT.as_bytes() {
             return self.opaque(&components, &raw_name);
@@ -313,17 +331,35 @@ impl Applier<'_> {
         if let Some(st) = existing
             && !(is_dir(&st) && is_dir_entry)
         {
+            // A directory being replaced may hold files still being written.
+            self.pool.barrier()?;
             let parent = self.parent(&components, &raw_name)?;
             remove_at(parent, &base).map_err(|e| io_error(&raw_name, e))?;
-            let mut full = components.clone();
-            full.push(base.clone());
             self.invalidate(&full);
         }
-        let parent = self
-            .parent(&components, &raw_name)?
-            .try_clone()
-            .map_err(|e| io_error(&raw_name, e))?;
+        let parent = Arc::clone(self.parent(&components, &raw_name)?);
         let cname = cstring(&base).map_err(|e| io_error(&raw_name, e))?;
+
+        let size = header.size().map_err(|e| invalid(&raw_name, e))?;
+        if matches!(entry_type, tar::EntryType::Regular | tar::EntryType::Continuous) && size <= MAX_POOLED_FILE {
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| invalid(&raw_name, format!("reading its data: {e}")))?;
+            let job = FileJob {
+                parent,
+                name: cname,
+                entry: raw_name.clone(),
+                data,
+                owner: (uid, gid),
+                mode,
+                times,
+                xattrs,
+            };
+            self.pool.submit(full.clone(), job)?;
+            self.unpacked.insert(full);
+            return Ok(());
+        }
 
         let mut set_mode = true;
         match entry_type {
@@ -429,14 +465,13 @@ impl Applier<'_> {
             (!is_dir_entry).then_some(times),
         )
         .map_err(|e| io_error(&raw_name, e))?;
-        components.push(base);
         if is_dir_entry {
             self.dirs.push(PendingTimes {
-                components: components.clone(),
+                components: full.clone(),
                 times,
             });
         }
-        self.unpacked.insert(components);
+        self.unpacked.insert(full);
         Ok(())
     }
 
@@ -485,7 +520,8 @@ impl Applier<'_> {
     }
 
     /// Directory times, set once nothing more is written into them.
-    fn finish(&mut self) {
+    fn finish(&mut self) -> Result<()> {
+        self.pool.barrier()?;
         self.parent_cache = None;
         for pending in self.dirs.drain(..).rev() {
             let Ok(fd) = self.target.root.open_dir(&pending.components) else {
@@ -496,6 +532,7 @@ impl Applier<'_> {
                 tracing::debug!(path = %join(&pending.components).display(), "cannot set directory times");
             }
         }
+        Ok(())
     }
 }
 

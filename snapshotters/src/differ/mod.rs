@@ -11,6 +11,7 @@
 mod apply;
 mod compression;
 mod compute;
+mod file_pool;
 pub(crate) mod root;
 #[cfg(test)]
 mod tests;
