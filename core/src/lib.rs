@@ -16,6 +16,7 @@ pub mod keyed_lock;
 pub mod labels;
 pub mod metadata;
 pub mod mount;
+pub mod mount_options;
 pub mod plugin;
 pub mod shutdown;
 pub mod snapshots;

@@ -16,6 +16,7 @@ pub use berth_api::containerd::types::Mount;
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
+use crate::mount_options::{MountOptions, parse};
 
 /// Most bytes the kernel takes in one mount(2) data string (a page, less
 /// the terminator).
@@ -23,63 +24,6 @@ const MOUNT_DATA_LIMIT: usize = 4095;
 
 /// The kernel's limit on overlay lower layers (`OVL_MAX_STACK`).
 pub const OVERLAY_MAX_LAYERS: usize = 500;
-
-/// Flags and the options left for the filesystem, parsed from mount options.
-#[derive(Debug, PartialEq, Eq)]
-struct Parsed {
-    flags: MsFlags,
-    propagation: MsFlags,
-    data: Vec<String>,
-}
-
-fn parse_options(options: &[String]) -> Parsed {
-    let mut parsed = Parsed {
-        flags: MsFlags::empty(),
-        propagation: MsFlags::empty(),
-        data: Vec::new(),
-    };
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                let mut flag = match option.trim_start_matches('r') {
-                    "private" => MsFlags::MS_PRIVATE,
-                    "shared" => MsFlags::MS_SHARED,
-                    "slave" => MsFlags::MS_SLAVE,
-                    _ => MsFlags::MS_UNBINDABLE,
-                };
-                if option.starts_with('r') {
-                    flag |= MsFlags::MS_REC;
-                }
-                parsed.propagation |= flag;
-                continue;
-            }
-            _ => {
-                parsed.data.push(option.clone());
-                continue;
-            }
-        };
-        parsed.flags.insert(set);
-        parsed.flags.remove(clear);
-    }
-    parsed
-}
 
 fn errno_error(what: String, errno: nix::errno::Errno) -> Error {
     Error::io(what, &std::io::Error::from(errno))
@@ -92,7 +36,7 @@ pub fn mount(mount: &Mount, target: &Path) -> Result<()> {
     } else {
         target.join(mount.target.trim_start_matches('/'))
     };
-    let parsed = parse_options(&mount.options);
+    let parsed = parse(&mount.options);
     let what = || format!("mounting {} ({}) on {}", mount.source, mount.r#type, target.display());
     if mount.r#type == "overlay" {
         return mount_overlay(&target, &parsed).map_err(|e| e.with_context(what()));
@@ -123,8 +67,8 @@ pub fn mount(mount: &Mount, target: &Path) -> Result<()> {
             return Err(errno_error(format!("{}: read-only remount", what()), e));
         }
     }
-    if !parsed.propagation.is_empty() {
-        nix::mount::mount(None::<&str>, &target, None::<&str>, parsed.propagation, None::<&str>)
+    for propagation in &parsed.propagation {
+        nix::mount::mount(None::<&str>, &target, None::<&str>, *propagation, None::<&str>)
             .map_err(|e| errno_error(format!("{}: propagation", what()), e))?;
     }
     Ok(())
@@ -139,7 +83,7 @@ pub fn overlay_lowerdirs(options: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn mount_overlay(target: &Path, parsed: &Parsed) -> Result<()> {
+fn mount_overlay(target: &Path, parsed: &MountOptions) -> Result<()> {
     let lowers = overlay_lowerdirs(&parsed.data);
     if lowers.len() > OVERLAY_MAX_LAYERS {
         return Err(Error::invalid_argument(format!(
@@ -333,20 +277,6 @@ mod tests {
 
     fn opts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn options_split_into_flags_and_data() {
-        let parsed = parse_options(&opts(&["ro", "rbind", "nosuid", "index=off", "rprivate"]));
-        assert!(
-            parsed
-                .flags
-                .contains(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID)
-        );
-        assert_eq!(parsed.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
-        assert_eq!(parsed.data, ["index=off"]);
-        let parsed = parse_options(&opts(&["ro", "rw"]));
-        assert!(!parsed.flags.contains(MsFlags::MS_RDONLY), "the last of ro/rw wins");
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! `scripts/test.sh` does.
 
 pub mod binaries;
+pub mod bundle;
 pub mod containerd;
 pub mod ctr;
 pub mod daemon;
 pub mod images;
 pub mod loopfs;
 pub mod registry;
+pub mod runc;
 pub mod tree;
 pub mod wait;
 pub mod wire_compat;

@@ -1,0 +1,180 @@
+//! runc's command line, as go-runc (containerd's runc shim) and people call it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// berth-runc: berth's OCI runtime with runc's command line.
+#[derive(Debug, Parser)]
+#[command(name = "berth-runc", version, disable_version_flag = true)]
+pub struct Cli {
+    /// Where container state is kept.
+    #[arg(long, global = true, default_value = berth_runtime::container::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Append log lines (errors) to this file.
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Cgroup paths are systemd `slice:prefix:name` (mapped onto cgroupfs).
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Accepted for runc compatibility (checkpointing is not offered).
+    #[arg(long, global = true)]
+    pub criu: Option<String>,
+    /// Accepted for runc compatibility.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub rootless: Option<String>,
+    /// Print the version.
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `time level msg`.
+    Text,
+    /// `{"level":..,"msg":..,"time":..}` (go-runc reads the last error line).
+    Json,
+}
+
+/// Options shared by create and run.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The bundle directory.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the init's pid here.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Send the terminal master here.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Move the rootfs onto / and chroot instead of pivot_root.
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not create a session keyring (berth never does).
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass descriptors 3..3+N to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Container id.
+    pub id: String,
+}
+
+/// Output formats of list and ps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container and leave it waiting for start.
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Accepted for runc compatibility.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Start a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Create and start a container, and wait for it unless detached.
+    Run {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Return once the container runs.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container's state after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a container's state as JSON.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal to a container's init (or to all its processes).
+    Kill {
+        /// Signal every process in the container.
+        #[arg(short, long)]
+        all: bool,
+        /// Container id.
+        id: String,
+        /// Signal name or number.
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container.
+    Delete {
+        /// Kill it first if it still runs.
+        #[arg(short, long)]
+        force: bool,
+        /// Container id.
+        id: String,
+    },
+    /// Freeze a container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// Change a running container's resource limits.
+    Update {
+        /// A LinuxResources JSON file, or - for standard input.
+        #[arg(short, long)]
+        resources: Option<String>,
+        /// Container id.
+        id: String,
+    },
+    /// List containers.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List a container's processes.
+    Ps {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Container id.
+        id: String,
+        /// Accepted for runc compatibility (options for ps).
+        #[arg(trailing_var_arg = true)]
+        ps_args: Vec<String>,
+    },
+    /// Write a default config.json.
+    Spec {
+        /// Where to write it.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+    /// Print what this runtime supports, as JSON.
+    Features,
+}

@@ -1,0 +1,219 @@
+//! Each command, over the runtime library.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+
+use berth_runtime::container::create::{CreateOptions, create};
+use berth_runtime::container::{Globals, delete, kill, pause, query, start, update};
+use berth_runtime::error::{Error, Result};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::WaitStatus;
+
+use crate::args::{Cli, Command, CreateArgs, Format};
+
+fn out(text: &str) -> Result<()> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io("writing", "stdout", &e))
+}
+
+fn options(args: &CreateArgs) -> CreateOptions {
+    CreateOptions {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        pid_file: args.pid_file.clone(),
+        console_socket: args.console_socket.clone(),
+        no_pivot: args.no_pivot,
+        no_new_keyring: args.no_new_keyring,
+        preserve_fds: args.preserve_fds,
+    }
+}
+
+/// Runs the command line; returns the exit code.
+pub fn run(cli: &Cli) -> Result<i32> {
+    let globals = Globals {
+        root: cli.root.clone(),
+        systemd_cgroup: cli.systemd_cgroup,
+    };
+    if cli.version {
+        out(&format!(
+            "berth-runc version {}\nspec: 1.0.2-dev\n",
+            env!("CARGO_PKG_VERSION")
+        ))?;
+        return Ok(0);
+    }
+    let Some(command) = &cli.command else {
+        return Err(Error::invalid("command", "no command given (see --help)"));
+    };
+    match command {
+        Command::Create { args, .. } => create(&globals, &options(args)).map(|_| 0),
+        Command::Start { id } => start::start(&globals, id).map(|()| 0),
+        Command::Run { args, detach, keep } => run_container(&globals, args, *detach, *keep),
+        Command::State { id } => {
+            let report = query::state(&globals, id)?;
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            ))?;
+            Ok(0)
+        }
+        Command::Kill { all, id, signal } => kill::kill(&globals, id, kill::parse_signal(signal)?, *all).map(|()| 0),
+        Command::Delete { force, id } => delete::delete(&globals, id, *force).map(|()| 0),
+        Command::Pause { id } => pause::pause(&globals, id).map(|()| 0),
+        Command::Resume { id } => pause::resume(&globals, id).map(|()| 0),
+        Command::Update { resources, id } => {
+            let text = match resources.as_deref() {
+                None => return Err(Error::invalid("--resources", "give a file, or - for standard input")),
+                Some("-") => {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map_err(|e| Error::io("reading", "stdin", &e))?;
+                    text
+                }
+                Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, &e))?,
+            };
+            update::update(&globals, id, &update::parse_resources(&text)?).map(|()| 0)
+        }
+        Command::List { format, quiet } => list(&globals, *format, *quiet).map(|()| 0),
+        Command::Ps { format, id, .. } => {
+            let pids = query::pids(&globals, id)?;
+            match format {
+                Format::Json => out(&format!("{}\n", serde_json::to_string(&pids).unwrap_or_default()))?,
+                Format::Table => {
+                    let mut text = String::from("PID\n");
+                    for pid in pids {
+                        text.push_str(&format!("{pid}\n"));
+                    }
+                    out(&text)?;
+                }
+            }
+            Ok(0)
+        }
+        Command::Spec { bundle } => write_spec(bundle).map(|()| 0),
+        Command::Features => {
+            out(&format!("{}\n", features()))?;
+            Ok(0)
+        }
+    }
+}
+
+fn list(globals: &Globals, format: Format, quiet: bool) -> Result<()> {
+    let reports = query::list(globals)?;
+    if quiet {
+        let ids: String = reports.iter().map(|r| format!("{}\n", r.id)).collect();
+        return out(&ids);
+    }
+    match format {
+        Format::Json => out(&format!("{}\n", serde_json::to_string(&reports).unwrap_or_default())),
+        Format::Table => {
+            let mut text = format!(
+                "{:<12} {:<8} {:<10} {:<40} {:<30} {}\n",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"
+            );
+            for r in reports {
+                text.push_str(&format!(
+                    "{:<12} {:<8} {:<10} {:<40} {:<30} {}\n",
+                    r.id,
+                    r.pid,
+                    r.status,
+                    r.bundle.display(),
+                    r.created,
+                    r.owner
+                ));
+            }
+            out(&text)
+        }
+    }
+}
+
+fn write_spec(bundle: &Path) -> Result<()> {
+    let path = bundle.join("config.json");
+    if path.exists() {
+        return Err(Error::precondition(
+            "config.json",
+            format!("{} exists already", path.display()),
+        ));
+    }
+    std::fs::write(&path, berth_runtime::spec::default_spec_json() + "\n").map_err(|e| Error::io("writing", &path, &e))
+}
+
+fn features() -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "hooks": [],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "lazytime", "loud",
+            "mand", "noatime", "nodev", "nodiratime", "noexec", "nolazytime", "nomand", "norelatime",
+            "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared",
+            "rslave", "runbindable", "rw", "shared", "silent", "slave", "strictatime", "suid", "sync",
+            "tmpcopyup", "unbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts", "time"],
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        }
+    }))
+    .unwrap_or_default()
+}
+
+/// The signals `run` passes on to the container.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// `run`: create, start, and (unless detached) wait, pass signals on, and
+/// delete the container when it exits; the exit code is the container's.
+fn run_container(globals: &Globals, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
+    // The container's init is reparented to us when its first process
+    // exits, so we can wait for it.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut forwarded = SigSet::empty();
+    for signal in FORWARDED {
+        forwarded.add(signal);
+    }
+    if !detach {
+        // Blocked before any thread starts, so every thread inherits it.
+        forwarded
+            .thread_block()
+            .map_err(|e| Error::nix("blocking signals", "sigprocmask", e))?;
+    }
+    let state = create(globals, &options(args))?;
+    if let Err(e) = start::start(globals, &args.id) {
+        let _ = delete::delete(globals, &args.id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    let pid = nix::unistd::Pid::from_raw(state.pid);
+    std::thread::spawn(move || {
+        while let Ok(signal) = forwarded.wait() {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    });
+    let code = loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::nix("waiting for the container", format!("pid {pid}"), e)),
+        }
+    };
+    if !keep {
+        delete::delete(globals, &args.id, true)?;
+    }
+    Ok(code)
+}

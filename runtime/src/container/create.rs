@@ -1,0 +1,226 @@
+//! `create`: build a container from a bundle and leave it waiting for
+//! `start`.
+//!
+//! Order: check the id and bundle, make the state directory, spawn the
+//! init with its namespaces, create the cgroup (the init forks the
+//! container's pid 1 inside it), set the limits, let it build the container, then record the state and
+//! the pid file. Anything that fails undoes what was done: the process is
+//! killed, the cgroup and the state directory removed.
+
+use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::rc::Rc;
+
+use nix::sys::signal::Signal;
+
+use super::{Globals, manager_for};
+use crate::error::{Error, Result};
+use crate::init::{INIT_ARG, INIT_FD_ENV};
+use crate::namespaces;
+use crate::spec::load_bundle;
+use crate::state::{self, State};
+use crate::sync::{Channel, FromInit, InitConfig, ToInit};
+
+/// `create`'s options, as runc takes them.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Container id.
+    pub id: String,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Where to write the init's pid.
+    pub pid_file: Option<PathBuf>,
+    /// Where to send the terminal's master side.
+    pub console_socket: Option<PathBuf>,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+    /// `--no-new-keyring` (berth never makes a session keyring).
+    pub no_new_keyring: bool,
+    /// Descriptors 3..3+n passed to the process.
+    pub preserve_fds: i32,
+}
+
+/// Undoes a half-made container unless disarmed.
+struct Cleanup<'a> {
+    state_dir: PathBuf,
+    init_pid: Option<i32>,
+    cgroup: Option<Rc<dyn crate::cgroups::CgroupManager>>,
+    armed: bool,
+    _root: &'a Path,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.init_pid {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.signal_all(Signal::SIGKILL);
+            let _ = cgroup.destroy();
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// Creates the container; returns its state.
+pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
+    state::validate_id(&options.id)?;
+    let bundle = load_bundle(&options.bundle)?;
+    let spec = &bundle.spec;
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        return Err(Error::invalid(
+            "process.terminal",
+            "a terminal needs --console-socket, which this build does not offer yet",
+        ));
+    }
+    let plan = namespaces::plan(spec)?;
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&globals.root)
+        .map_err(|e| Error::io("creating the state root", &globals.root, &e))?;
+    let state_dir = state::dir(&globals.root, &options.id);
+    match std::fs::DirBuilder::new().mode(0o700).create(&state_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::already_exists(&options.id)),
+        Err(e) => return Err(Error::io("creating the state directory", &state_dir, &e)),
+    }
+    let mut cleanup = Cleanup {
+        state_dir: state_dir.clone(),
+        init_pid: None,
+        cgroup: None,
+        armed: true,
+        _root: &globals.root,
+    };
+
+    let cgroup_path = crate::cgroups::container_path(
+        spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref()),
+        &options.id,
+        globals.systemd_cgroup,
+    );
+    let cgroup: Rc<dyn crate::cgroups::CgroupManager> = Rc::from(manager_for(&cgroup_path)?);
+
+    let (mut ours, theirs) = Channel::pair()?;
+    let child_fd = theirs.raw_fd();
+    let unshare = plan.unshare;
+    let cgroup_ns = plan.new_cgroup;
+    let joins: Vec<(i32, i32)> = plan
+        .join
+        .iter()
+        .map(|(fd, kind)| (std::os::fd::AsRawFd::as_raw_fd(fd), kind.bits()))
+        .collect();
+    let mut command = Command::new("/proc/self/exe");
+    command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls (setns, unshare, fcntl) on descriptors
+    // and values prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for (fd, kind) in &joins {
+                if libc::setns(*fd, *kind) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if !unshare.is_empty() && libc::unshare(unshare.bits()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut intermediate = command
+        .spawn()
+        .map_err(|e| Error::io("starting the container's init (namespaces)", "/proc/self/exe", &e))?;
+    drop(theirs);
+    drop(plan);
+    // The cgroup is made while the init starts; the init enters it itself
+    // and forks the container's pid 1 there (see cgroups::join).
+    cleanup.init_pid = Some(intermediate.id() as i32);
+    cleanup.cgroup = Some(Rc::clone(&cgroup));
+    let cgroup_entry = cgroup.create()?;
+
+    let config = InitConfig {
+        id: options.id.clone(),
+        spec: spec.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        state_dir: state_dir.clone(),
+        no_pivot: options.no_pivot,
+        cgroups: cgroup.mounts(),
+        cgroup_entry,
+        cgroup_ns,
+        preserve_fds: options.preserve_fds,
+    };
+    ours.send(&ToInit::Config(Box::new(config)))?;
+    let pid = match ours.recv::<FromInit>()? {
+        Some(FromInit::Pid(pid)) => pid,
+        Some(FromInit::Failed(e)) => return Err(e),
+        _ => {
+            return Err(Error::other(
+                "creating the container",
+                "the init exited before reporting",
+            ));
+        }
+    };
+    cleanup.init_pid = Some(pid);
+    let status = intermediate
+        .wait()
+        .map_err(|e| Error::io("waiting for the init", "/proc/self/exe", &e))?;
+    if !status.success() {
+        return Err(Error::other(
+            "creating the container",
+            format!("the init failed ({status})"),
+        ));
+    }
+
+    if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        cgroup.set(resources)?;
+    }
+    ours.send(&ToInit::Go)?;
+    match ours.recv::<FromInit>()? {
+        Some(FromInit::Created) => {}
+        Some(FromInit::Failed(e)) => return Err(e),
+        _ => {
+            return Err(Error::other(
+                "creating the container",
+                "the container's init exited while building the container",
+            ));
+        }
+    }
+
+    let pid_start = state::process_start(pid).map(|(start, _)| start).unwrap_or(0);
+    let state = State {
+        id: options.id.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        pid,
+        pid_start,
+        created: state::now_rfc3339(),
+        cgroup_path,
+        systemd_cgroup: globals.systemd_cgroup,
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        owner: nix::unistd::getuid().to_string(),
+    };
+    state.save(&globals.root)?;
+    if let Some(pid_file) = &options.pid_file {
+        write_pid_file(pid_file, pid)?;
+    }
+    cleanup.armed = false;
+    Ok(state)
+}
+
+/// Writes the pid atomically (go-runc reads it as soon as create returns).
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = std::path::absolute(path).map_err(|e| Error::io("writing the pid file", path, &e))?;
+    let temp = path.with_extension("tmp-berth");
+    std::fs::write(&temp, pid.to_string()).map_err(|e| Error::io("writing the pid file", &temp, &e))?;
+    std::fs::rename(&temp, &path).map_err(|e| Error::io("writing the pid file", &path, &e))
+}

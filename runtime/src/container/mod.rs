@@ -1,0 +1,49 @@
+//! The container operations, one file each, over the state directory.
+
+pub mod create;
+pub mod delete;
+pub mod kill;
+pub mod pause;
+pub mod query;
+pub mod start;
+pub mod update;
+
+use std::path::{Path, PathBuf};
+
+use crate::cgroups::{self, CgroupManager, Layout};
+use crate::error::Result;
+use crate::state::{State, Status};
+
+/// Options every command shares.
+#[derive(Clone, Debug)]
+pub struct Globals {
+    /// Where container state lives (`--root`).
+    pub root: PathBuf,
+    /// `--systemd-cgroup`: cgroup paths are `slice:prefix:name`.
+    pub systemd_cgroup: bool,
+}
+
+impl Default for Globals {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from(DEFAULT_ROOT),
+            systemd_cgroup: false,
+        }
+    }
+}
+
+/// berth-runc's state root when `--root` is not given.
+pub const DEFAULT_ROOT: &str = "/run/berth-runc";
+
+/// The cgroup manager for a cgroup path on this host.
+pub fn manager_for(path: &Path) -> Result<Box<dyn CgroupManager>> {
+    cgroups::manager(&Layout::detect()?, path)
+}
+
+/// A container's state, its cgroup and its status now.
+pub fn load(globals: &Globals, id: &str) -> Result<(State, Box<dyn CgroupManager>, Status)> {
+    let state = State::load(&globals.root, id)?;
+    let cgroup = manager_for(&state.cgroup_path)?;
+    let status = state.status(&globals.root, || cgroup.frozen().unwrap_or(false));
+    Ok((state, cgroup, status))
+}

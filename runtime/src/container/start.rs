@@ -1,0 +1,40 @@
+//! `start`: let a created container's init exec the user's command.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+
+use super::{Globals, load};
+use crate::error::{Error, Result};
+use crate::state::{self, EXEC_SOCKET, Status};
+
+/// Starts container `id`; it must be `created`.
+pub fn start(globals: &Globals, id: &str) -> Result<()> {
+    let (_, _, status) = load(globals, id)?;
+    if status != Status::Created {
+        return Err(Error::precondition(
+            id,
+            format!("cannot start a container that is {}", status.as_str()),
+        ));
+    }
+    let dir = state::dir(&globals.root, id);
+    // Connect by a relative path: the state path may be longer than a
+    // socket address allows.
+    let cwd = std::env::current_dir().map_err(|e| Error::io("reading the working directory", ".", &e))?;
+    nix::unistd::chdir(&dir).map_err(|e| Error::nix("entering the state directory", &dir, e))?;
+    let connected = UnixStream::connect(EXEC_SOCKET);
+    let _ = nix::unistd::chdir(&cwd);
+    let mut stream = connected.map_err(|e| Error::io("starting the container", dir.join(EXEC_SOCKET), &e))?;
+    stream
+        .write_all(b"s")
+        .map_err(|e| Error::io("starting the container", dir.join(EXEC_SOCKET), &e))?;
+    let _ = std::fs::remove_file(dir.join(EXEC_SOCKET));
+    // The socket closes when exec succeeds; an error is written otherwise.
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    if !reply.is_empty() {
+        let error: Error = serde_json::from_slice(&reply)
+            .unwrap_or_else(|_| Error::other("starting the container", String::from_utf8_lossy(&reply).into_owned()));
+        return Err(error);
+    }
+    Ok(())
+}

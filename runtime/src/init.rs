@@ -1,0 +1,184 @@
+//! The container's init, in two processes.
+//!
+//! The runtime never forks itself (it may have threads): it spawns its
+//! own binary again as `<exe> init`, with the new namespaces unshared just
+//! before that exec. That process is single-threaded, so it may fork: its
+//! child is the container's pid 1 (PID and time namespaces only apply to
+//! children), forked inside the container's cgroup; it reports the
+//! child's pid and exits. The child waits until its limits are set, builds
+//! the container, reports, then waits on the start socket and execs the
+//! user's command.
+//!
+//! Every binary that creates containers with this library calls
+//! [`run_if_init`] first thing in `main`.
+
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::cgroups::join::{Forked, fork_into};
+use crate::error::{Error, Result};
+use crate::rootfs::{self, RootfsConfig};
+use crate::state::EXEC_SOCKET;
+use crate::sync::{Channel, FromInit, InitConfig, ToInit};
+use crate::syscalls::{Linux, Syscalls};
+use crate::{namespaces, process};
+
+/// The environment variable carrying the sync channel's descriptor.
+pub const INIT_FD_ENV: &str = "_BERTH_INIT_FD";
+/// The argument that makes a binary the init.
+pub const INIT_ARG: &str = "init";
+
+/// If this process was started as a container init, becomes it and never
+/// returns; otherwise returns at once.
+pub fn run_if_init() {
+    let mut args = std::env::args_os();
+    let is_init = args.nth(1).is_some_and(|a| a == INIT_ARG) && std::env::var_os(INIT_FD_ENV).is_some();
+    if !is_init {
+        return;
+    }
+    let code = match intermediate() {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code);
+}
+
+fn inherited_channel() -> Result<Channel> {
+    let fd: i32 = std::env::var(INIT_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::other("init", format!("{INIT_FD_ENV} is not a descriptor")))?;
+    // SAFETY: the runtime passed this descriptor for us alone; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain fcntl on our own descriptor: close it on the final exec.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: single-threaded at this point (just exec'd); nothing reads the
+    // environment concurrently.
+    unsafe { std::env::remove_var(INIT_FD_ENV) };
+    Ok(Channel::from_fd(fd))
+}
+
+/// The first process: reads the configuration, forks the container's pid
+/// 1, reports its pid, exits.
+fn intermediate() -> Result<()> {
+    let mut channel = inherited_channel()?;
+    let config = match channel.recv::<ToInit>()? {
+        Some(ToInit::Config(config)) => config,
+        _ => return Err(Error::other("init", "no configuration received")),
+    };
+    // SAFETY: this process is single-threaded (freshly exec'd, no threads
+    // started), so it may move only itself and its child may run any code.
+    match unsafe { fork_into(&config.cgroup_entry) } {
+        Ok(Forked::Child) => {
+            let outcome = container(&mut channel, &config);
+            if let Err(e) = outcome {
+                let _ = channel.send(&FromInit::Failed(e));
+            }
+            std::process::exit(1);
+        }
+        Ok(Forked::Parent(child)) => channel.send(&FromInit::Pid(child)),
+        Err(err) => {
+            let _ = channel.send(&FromInit::Failed(err.clone()));
+            Err(err)
+        }
+    }
+}
+
+/// Binds the start socket in the state directory (before pivot_root hides
+/// it); a relative path keeps clear of the socket path length limit.
+fn listen_for_start(state_dir: &Path) -> Result<UnixListener> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("reading the working directory", ".", &e))?;
+    nix::unistd::chdir(state_dir).map_err(|e| Error::nix("entering the state directory", state_dir, e))?;
+    let listener = UnixListener::bind(EXEC_SOCKET)
+        .map_err(|e| Error::io("creating the start socket", state_dir.join(EXEC_SOCKET), &e));
+    nix::unistd::chdir(&cwd).map_err(|e| Error::nix("leaving the state directory", &cwd, e))?;
+    listener
+}
+
+/// The container's pid 1: builds everything, then waits for start.
+fn container(channel: &mut Channel, config: &InitConfig) -> Result<()> {
+    match channel.recv::<ToInit>()? {
+        Some(ToInit::Go) => {}
+        _ => {
+            return Err(Error::other(
+                "init",
+                "the runtime went away before the cgroup was ready",
+            ));
+        }
+    }
+    if config.cgroup_ns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| Error::nix("creating the cgroup namespace", "unshare", e))?;
+    }
+    let listener = listen_for_start(&config.state_dir)?;
+    let sys = Linux;
+    let spec = &config.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("process", "the spec has no process"))?;
+
+    if namespaces::has(spec, LinuxNamespaceType::Uts) {
+        if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            sys.sethostname(hostname)?;
+        }
+        if let Some(domain) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            sys.setdomainname(domain)?;
+        }
+    }
+    if namespaces::has(spec, LinuxNamespaceType::Mount) {
+        let rootfs_config = RootfsConfig {
+            spec,
+            rootfs: &config.rootfs,
+            bundle: &config.bundle,
+            cgroups: &config.cgroups,
+            cgroup_ns: config.cgroup_ns,
+            no_pivot: config.no_pivot,
+        };
+        rootfs::setup(&sys, &rootfs_config)?;
+    } else {
+        return Err(Error::invalid(
+            "linux.namespaces",
+            "a container needs a mount namespace of its own",
+        ));
+    }
+    for (key, value) in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        sys.write_file(&path, value)
+            .map_err(|e| e.context(format!("setting linux.sysctl {key:?}")))?;
+    }
+    process::apply_limits(process)?;
+    process::enter_cwd(process)?;
+    let exec = process::prepare(process)?;
+
+    channel.send(&FromInit::Created)?;
+
+    // Wait for `start`: one connection, one byte.
+    let (mut connection, _) = listener
+        .accept()
+        .map_err(|e| Error::io("waiting for start", EXEC_SOCKET, &e))?;
+    let mut byte = [0u8; 1];
+    std::io::Read::read_exact(&mut connection, &mut byte)
+        .map_err(|e| Error::io("waiting for start", EXEC_SOCKET, &e))?;
+    drop(listener);
+
+    let ready = process::become_user(process).and_then(|()| process::clean_inheritance(config.preserve_fds));
+    let failure = match ready {
+        Ok(()) => process::exec(&exec),
+        Err(e) => e,
+    };
+    // The start command is still connected: tell it why nothing runs.
+    let text = serde_json::to_vec(&failure).unwrap_or_default();
+    let _ = std::io::Write::write_all(&mut connection, &text);
+    Err(failure)
+}

@@ -1,0 +1,196 @@
+//! The last steps before the user's process runs: its executable found in
+//! the container's PATH, limits, identity, working directory, a clean
+//! signal state and only the file descriptors it should have; then exec.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{SigHandler, SigSet, Signal};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+use crate::error::{Error, Result};
+
+/// Where to look for a command without a slash when the spec sets no PATH.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to execute.
+#[derive(Debug)]
+pub struct Exec {
+    /// The executable's path.
+    pub path: CString,
+    /// argv.
+    pub args: Vec<CString>,
+    /// envp.
+    pub env: Vec<CString>,
+}
+
+fn cstring(text: &str, field: &str) -> Result<CString> {
+    CString::new(text).map_err(|_| Error::invalid(field, "contains a NUL byte"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is NUL-terminated.
+    let ok = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+    ok && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Finds the command in the container (after pivot_root), as execvp would
+/// with the spec's PATH.
+pub fn prepare(process: &Process) -> Result<Exec> {
+    let args = process.args().as_deref().unwrap_or_default();
+    let command = args
+        .first()
+        .ok_or_else(|| Error::invalid("process.args", "no command to run"))?;
+    let env: Vec<String> = process.env().clone().unwrap_or_default();
+    let path = if command.contains('/') {
+        let path = PathBuf::from(command);
+        if !is_executable(&path) {
+            return Err(Error::invalid(
+                "process.args[0]",
+                format!("exec: {command:?}: no such executable file"),
+            ));
+        }
+        path
+    } else {
+        let search = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+        search
+            .split(':')
+            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(command))
+            .find(|p| is_executable(p))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "process.args[0]",
+                    format!("exec: {command:?}: executable file not found in $PATH"),
+                )
+            })?
+    };
+    Ok(Exec {
+        path: CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::invalid("process.args[0]", "NUL"))?,
+        args: args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| cstring(a, &format!("process.args[{i}]")))
+            .collect::<Result<_>>()?,
+        env: env
+            .iter()
+            .enumerate()
+            .map(|(i, e)| cstring(e, &format!("process.env[{i}]")))
+            .collect::<Result<_>>()?,
+    })
+}
+
+fn resource(kind: PosixRlimitType) -> Resource {
+    match kind {
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
+    }
+}
+
+/// Limits and the OOM score, set while still privileged.
+pub fn apply_limits(process: &Process) -> Result<()> {
+    for (i, limit) in process.rlimits().iter().flatten().enumerate() {
+        setrlimit(resource(limit.typ()), limit.soft(), limit.hard())
+            .map_err(|e| Error::nix(format!("setting process.rlimits[{i}]"), format!("{:?}", limit.typ()), e))?;
+    }
+    if let Some(score) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())
+            .map_err(|e| Error::io("setting process.oomScoreAdj", "/proc/self/oom_score_adj", &e))?;
+    }
+    Ok(())
+}
+
+/// Becomes the spec's user: supplementary groups, gid, uid, umask.
+pub fn become_user(process: &Process) -> Result<()> {
+    let user = process.user();
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(|e| Error::nix("setting process.user.additionalGids", "setgroups", e))?;
+    let gid = Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::nix("setting process.user.gid", "setresgid", e))?;
+    let uid = Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::nix("setting process.user.uid", "setresuid", e))?;
+    if let Some(umask) = user.umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    }
+    if process.no_new_privileges() == Some(true) {
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Error::sys(
+                "setting process.noNewPrivileges",
+                "prctl",
+                nix::errno::Errno::last_raw(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Enters the working directory.
+pub fn enter_cwd(process: &Process) -> Result<()> {
+    nix::unistd::chdir(process.cwd()).map_err(|e| Error::nix("entering process.cwd", process.cwd(), e))
+}
+
+/// Default signal handling and an empty mask, as a new process expects
+/// (ignored signals would stay ignored across exec), and every descriptor
+/// past stdio and the preserved ones closed on exec.
+pub fn clean_inheritance(preserve_fds: i32) -> Result<()> {
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: restoring the default disposition is always sound.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| Error::nix("clearing the signal mask", "sigprocmask", e))?;
+    let first = (3 + preserve_fds.max(0)) as libc::c_uint;
+    // SAFETY: close_range only flags descriptors; CLOEXEC closes them at exec.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::sys(
+            "closing inherited descriptors",
+            "close_range",
+            nix::errno::Errno::last_raw(),
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces this process with the command; returns only on failure.
+pub fn exec(exec: &Exec) -> Error {
+    match nix::unistd::execve(&exec.path, &exec.args, &exec.env) {
+        Err(e) => Error::nix("exec", exec.path.to_string_lossy().into_owned(), e),
+        Ok(never) => match never {},
+    }
+}

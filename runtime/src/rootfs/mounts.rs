@@ -1,0 +1,166 @@
+//! One mount of the spec: a bind, a cgroup tree, or a filesystem.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::Mount;
+
+use super::RootfsConfig;
+use super::resolve::resolve;
+use crate::error::{Error, Result};
+use crate::syscalls::{FileKind, Syscalls};
+use berth_core::mount_options::{self as options, MountOptions};
+
+/// Mounts `mount` (the spec's `mounts[index]`) inside the rootfs.
+pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, mount: &Mount) -> Result<()> {
+    let field = format!("mounts[{index}]");
+    let dest = resolve(sys, config.rootfs, mount.destination(), &format!("{field}.destination"))?;
+    let fstype = mount.typ().as_deref().unwrap_or("");
+    let mut opts = options::parse(mount.options().as_deref().unwrap_or(&[]));
+    if fstype == "bind" {
+        opts.flags.insert(MsFlags::MS_BIND);
+    }
+    if opts.is_bind() {
+        bind(sys, config, &field, mount, &dest, &opts)?;
+    } else if fstype == "cgroup" || fstype == "cgroup2" && !config.cgroups.is_empty() {
+        cgroup_tree(sys, config, &dest, &opts)?;
+    } else {
+        if fstype.is_empty() {
+            return Err(Error::invalid(
+                format!("{field}.type"),
+                "a mount that is not a bind needs a type",
+            ));
+        }
+        sys.mkdir_all(&dest, 0o755)?;
+        let source = mount.source().clone().unwrap_or_else(|| PathBuf::from(fstype));
+        let data = opts.data();
+        match sys.mount(Some(&source), &dest, Some(fstype), opts.flags, data.as_deref()) {
+            Ok(()) => {}
+            // sysfs needs a network namespace of its own; without one, show
+            // the host's read-only, as runc does.
+            Err(e) if fstype == "sysfs" && e.errno == Some(libc::EPERM) => {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+                sys.mount(Some(Path::new("/sys")), &dest, None, flags, None)?;
+                remount(sys, &dest, opts.flags | MsFlags::MS_RDONLY)?;
+            }
+            Err(e) => return Err(e.context(&field)),
+        }
+    }
+    for propagation in &opts.propagation {
+        sys.mount(None, &dest, None, *propagation, None)?;
+    }
+    Ok(())
+}
+
+/// Re-applies flags to a bind mount (a bind cannot take them at first).
+fn remount(sys: &dyn Syscalls, dest: &Path, flags: MsFlags) -> Result<()> {
+    let extra = flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    if extra.is_empty() {
+        return Ok(());
+    }
+    sys.mount(None, dest, None, extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None)
+}
+
+fn bind(
+    sys: &dyn Syscalls,
+    config: &RootfsConfig<'_>,
+    field: &str,
+    mount: &Mount,
+    dest: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
+    let source = mount
+        .source()
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("{field}.source"), "a bind mount needs a source"))?;
+    let source = if source.is_absolute() {
+        source.clone()
+    } else {
+        config.bundle.join(source)
+    };
+    let kind = sys.kind_of(&source)?.ok_or_else(|| {
+        Error::invalid(
+            format!("{field}.source"),
+            format!("{} does not exist", source.display()),
+        )
+    })?;
+    if kind == FileKind::Dir {
+        sys.mkdir_all(dest, 0o755)?;
+    } else {
+        if let Some(parent) = dest.parent() {
+            sys.mkdir_all(parent, 0o755)?;
+        }
+        sys.create_file(dest)?;
+    }
+    let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+    sys.mount(Some(&source), dest, None, bind_flags, None)?;
+    remount(sys, dest, opts.flags)
+}
+
+/// `/sys/fs/cgroup`: the container's own cgroups. In a cgroup namespace
+/// each hierarchy is mounted fresh (its root is the container's cgroup);
+/// otherwise the container's directories are bound from the host.
+fn cgroup_tree(sys: &dyn Syscalls, config: &RootfsConfig<'_>, dest: &Path, opts: &MountOptions) -> Result<()> {
+    let flags = opts.flags - MsFlags::MS_RDONLY;
+    let read_only = opts.flags.contains(MsFlags::MS_RDONLY);
+    sys.mkdir_all(dest, 0o755)?;
+    let one_unified = matches!(config.cgroups, [only] if only.name.is_empty());
+    let mut mounted = Vec::new();
+    if one_unified {
+        let cgroup = &config.cgroups[0];
+        mount_hierarchy(sys, config, cgroup, dest, flags)?;
+        mounted.push(dest.to_path_buf());
+    } else {
+        let data = opts.data().unwrap_or_else(|| "mode=755".to_string());
+        sys.mount(Some(Path::new("tmpfs")), dest, Some("tmpfs"), flags, Some(&data))?;
+        for cgroup in config.cgroups {
+            let sub = dest.join(&cgroup.name);
+            sys.mkdir_all(&sub, 0o755)?;
+            mount_hierarchy(sys, config, cgroup, &sub, flags)?;
+            mounted.push(sub);
+            // A combined hierarchy (cpu,cpuacct) is reachable by each name.
+            if cgroup.name.contains(',') {
+                for part in cgroup.name.split(',') {
+                    sys.symlink(Path::new(&cgroup.name), &dest.join(part))?;
+                }
+            }
+        }
+    }
+    if read_only {
+        for path in &mounted {
+            remount(sys, path, flags | MsFlags::MS_RDONLY)?;
+        }
+        if !one_unified {
+            sys.mount(None, dest, None, flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_hierarchy(
+    sys: &dyn Syscalls,
+    config: &RootfsConfig<'_>,
+    cgroup: &crate::cgroups::CgroupMount,
+    target: &Path,
+    flags: MsFlags,
+) -> Result<()> {
+    if config.cgroup_ns {
+        let source = Path::new(&cgroup.fstype);
+        sys.mount(
+            Some(source),
+            target,
+            Some(&cgroup.fstype),
+            flags,
+            cgroup.data.as_deref(),
+        )
+    } else {
+        sys.mount(
+            Some(&cgroup.host_dir),
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        remount(sys, target, flags)
+    }
+}

@@ -1,0 +1,145 @@
+//! The channel between the runtime and the container's init while the
+//! container is being created: length-prefixed JSON messages over a Unix
+//! socket pair.
+//!
+//! The runtime sends the init its configuration, learns the container's
+//! pid, puts it in its cgroup and says go; the init builds the container
+//! and answers `Created`, or an error naming the step that failed.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::CgroupMount;
+use crate::error::{Error, Result};
+
+/// Largest message accepted (a spec is a few kilobytes).
+const MAX_MESSAGE: u32 = 16 << 20;
+
+/// What the init needs to build the container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// Container id.
+    pub id: String,
+    /// The spec, as parsed from the bundle.
+    pub spec: oci_spec::runtime::Spec,
+    /// The bundle directory.
+    pub bundle: std::path::PathBuf,
+    /// The rootfs directory.
+    pub rootfs: std::path::PathBuf,
+    /// The container's state directory (where `exec.sock` goes).
+    pub state_dir: std::path::PathBuf,
+    /// runc's `--no-pivot`.
+    pub no_pivot: bool,
+    /// The container's cgroup filesystems.
+    pub cgroups: Vec<CgroupMount>,
+    /// How the init enters the (already created) cgroup.
+    pub cgroup_entry: crate::cgroups::CgroupEntry,
+    /// Whether to unshare a cgroup namespace (after joining the cgroup).
+    pub cgroup_ns: bool,
+    /// File descriptors 3..3+n the process keeps (`--preserve-fds`).
+    pub preserve_fds: i32,
+}
+
+/// Runtime → init.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToInit {
+    /// The configuration (first message).
+    Config(Box<InitConfig>),
+    /// The cgroup is ready: build the container.
+    Go,
+}
+
+/// Init → runtime.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FromInit {
+    /// The container's init pid, as the runtime's pid namespace sees it.
+    Pid(i32),
+    /// The container is built and waits for start.
+    Created,
+    /// Building failed.
+    Failed(Error),
+}
+
+/// One end of the channel.
+#[derive(Debug)]
+pub struct Channel {
+    stream: UnixStream,
+}
+
+impl Channel {
+    /// A connected pair (both ends close on exec).
+    pub fn pair() -> Result<(Self, Self)> {
+        let (a, b) = UnixStream::pair().map_err(|e| Error::io("creating the sync channel", "socketpair", &e))?;
+        Ok((Self { stream: a }, Self { stream: b }))
+    }
+
+    /// The end inherited as `fd` by an init process.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self {
+            stream: UnixStream::from(fd),
+        }
+    }
+
+    /// The raw descriptor (to pass to a child).
+    pub fn raw_fd(&self) -> i32 {
+        self.stream.as_raw_fd()
+    }
+
+    /// Sends one message.
+    pub fn send<T: Serialize>(&mut self, message: &T) -> Result<()> {
+        let body = serde_json::to_vec(message).map_err(|e| Error::other("encoding a sync message", e.to_string()))?;
+        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| Error::io("sending a sync message", "sync channel", &e))
+    }
+
+    /// Receives one message; None when the other side closed.
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        let mut length = [0u8; 4];
+        match self.stream.read_exact(&mut length) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::io("receiving a sync message", "sync channel", &e)),
+        }
+        let length = u32::from_le_bytes(length);
+        if length > MAX_MESSAGE {
+            return Err(Error::other(
+                "receiving a sync message",
+                format!("{length} bytes is too large"),
+            ));
+        }
+        let mut body = vec![0u8; length as usize];
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| Error::io("receiving a sync message", "sync channel", &e))?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::other("decoding a sync message", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_and_eof_is_none() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        a.send(&FromInit::Pid(42)).unwrap();
+        a.send(&FromInit::Failed(Error::invalid("process.args", "empty")))
+            .unwrap();
+        drop(a);
+        assert!(matches!(b.recv::<FromInit>().unwrap(), Some(FromInit::Pid(42))));
+        match b.recv::<FromInit>().unwrap() {
+            Some(FromInit::Failed(e)) => assert_eq!(e.subject.as_deref(), Some("process.args")),
+            other => panic!("{other:?}"),
+        }
+        assert!(b.recv::<FromInit>().unwrap().is_none());
+    }
+}
