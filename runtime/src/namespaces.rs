@@ -22,6 +22,9 @@ pub struct Namespaces {
     pub new_cgroup: bool,
     /// Existing namespaces to join first: the open file and its type.
     pub join: Vec<(OwnedFd, CloneFlags)>,
+    /// What to write to `/proc/self/timens_offsets` right after unsharing
+    /// a time namespace, before any process enters it (empty: nothing).
+    pub time_offsets: Vec<u8>,
 }
 
 impl Default for Namespaces {
@@ -30,6 +33,7 @@ impl Default for Namespaces {
             unshare: CloneFlags::empty(),
             new_cgroup: false,
             join: Vec::new(),
+            time_offsets: Vec::new(),
         }
     }
 }
@@ -74,7 +78,43 @@ pub fn plan(spec: &Spec) -> Result<Namespaces> {
             None => out.unshare |= flag(kind),
         }
     }
+    out.time_offsets = time_offsets(spec, out.unshare.contains(flag(LinuxNamespaceType::Time)))?;
     Ok(out)
+}
+
+/// The `timens_offsets` text for the spec's `linux.timeOffsets`; they need
+/// a new time namespace (a joined one already has its offsets).
+fn time_offsets(spec: &Spec, new_time_namespace: bool) -> Result<Vec<u8>> {
+    let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref());
+    let Some(offsets) = offsets.filter(|o| !o.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    if !new_time_namespace {
+        return Err(Error::invalid(
+            "linux.timeOffsets",
+            "clock offsets need a new time namespace in linux.namespaces",
+        ));
+    }
+    let mut clocks: Vec<_> = offsets.iter().collect();
+    clocks.sort_by(|a, b| a.0.cmp(b.0));
+    let mut text = String::new();
+    for (clock, offset) in clocks {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(Error::invalid(
+                format!("linux.timeOffsets.{clock}"),
+                "only the monotonic and boottime clocks can be offset",
+            ));
+        }
+        let nanos = offset.nanosecs().unwrap_or(0);
+        if nanos >= 1_000_000_000 {
+            return Err(Error::invalid(
+                format!("linux.timeOffsets.{clock}.nanosecs"),
+                "must be below one second",
+            ));
+        }
+        text.push_str(&format!("{clock} {} {nanos}\n", offset.secs().unwrap_or(0)));
+    }
+    Ok(text.into_bytes())
 }
 
 /// Whether the spec gives the container a namespace of `kind` (new or joined).
@@ -106,6 +146,31 @@ mod tests {
         assert!(plan.new_cgroup);
         assert_eq!(plan.join.len(), 1);
         assert_eq!(plan.join[0].1, CloneFlags::CLONE_NEWNET);
+    }
+
+    #[test]
+    fn time_offsets_need_a_new_time_namespace_and_known_clocks() {
+        let with_offsets = |namespaces: serde_json::Value, offsets: serde_json::Value| {
+            let mut value: serde_json::Value = serde_json::from_str(&crate::spec::default_spec_json()).unwrap();
+            value["linux"]["namespaces"] = namespaces;
+            value["linux"]["timeOffsets"] = offsets;
+            value["hostname"] = serde_json::Value::Null;
+            plan(&crate::spec::parse(&value.to_string()).unwrap())
+        };
+        let plan = with_offsets(
+            serde_json::json!([{"type": "time"}]),
+            serde_json::json!({"boottime": {"secs": 10, "nanosecs": 5}, "monotonic": {"secs": -3}}),
+        )
+        .unwrap();
+        assert_eq!(plan.time_offsets, b"boottime 10 5\nmonotonic -3 0\n");
+        let err = with_offsets(serde_json::json!([]), serde_json::json!({"boottime": {"secs": 1}})).unwrap_err();
+        assert_eq!(err.subject.as_deref(), Some("linux.timeOffsets"));
+        let err = with_offsets(
+            serde_json::json!([{"type": "time"}]),
+            serde_json::json!({"realtime": {"secs": 1}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.subject.as_deref(), Some("linux.timeOffsets.realtime"));
     }
 
     #[test]

@@ -327,3 +327,110 @@ fn no_pivot_and_a_read_only_root() {
     assert!(out.contains("bin"), "{out}");
     assert_gone(&runc, &bundle, &id);
 }
+
+#[test]
+fn the_process_gets_its_user_groups_cwd_env_sysctls_oom_score_and_time_namespace() {
+    let runc = Runc::new();
+    let id = id("process");
+    let bundle = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "echo ids=$(id -u):$(id -g) groups=$(id -G); echo cwd=$(pwd); echo env=$GREETING; \
+         echo forward=$(cat /proc/sys/net/ipv4/ip_forward); echo oom=$(cat /proc/self/oom_score_adj); \
+         echo domain=$(cat /proc/sys/kernel/domainname); echo uptime=$(cut -d. -f1 /proc/uptime)",
+    ]);
+    with_cgroup(&bundle, &id, serde_json::json!({}));
+    std::fs::create_dir(bundle.rootfs().join("work")).unwrap();
+    bundle.edit(|c| {
+        c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001, "additionalGids": [1002, 1003]});
+        c["process"]["cwd"] = "/work".into();
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push("GREETING=hello there".into());
+        c["process"]["oomScoreAdj"] = 123.into();
+        c["domainname"] = "example.test".into();
+        c["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        // A time namespace whose boot clock starts ten days ahead.
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "time"}));
+        c["linux"]["timeOffsets"] = serde_json::json!({"boottime": {"secs": 864000, "nanosecs": 0}});
+    });
+    let out = runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(out.contains("ids=1000:1001 groups=1001 1002 1003\n"), "{out}");
+    assert!(out.contains("cwd=/work\n"), "{out}");
+    assert!(out.contains("env=hello there\n"), "{out}");
+    assert!(out.contains("forward=1\n"), "{out}");
+    assert!(out.contains("oom=123\n"), "{out}");
+    assert!(out.contains("domain=example.test\n"), "{out}");
+    let host_uptime: u64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let uptime: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("uptime="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        uptime >= host_uptime + 864_000 - 5,
+        "boot time offset applied: {uptime} vs host {host_uptime}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .ok()
+            .as_deref()
+            .map(str::trim),
+        Some(host_forwarding()),
+        "the sysctl stayed in the container's network namespace"
+    );
+    assert_gone(&runc, &bundle, &id);
+}
+
+/// The host's IPv4 forwarding setting, read before any test could touch it.
+fn host_forwarding() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim()
+            .to_string()
+    })
+}
+
+#[test]
+fn a_namespace_given_by_path_is_joined() {
+    let runc = Runc::new();
+    // The first container's network and UTS namespaces, joined by the second.
+    let first = id("ns-owner");
+    let owner = Bundle::busybox(&["sleep", "1000"]);
+    with_cgroup(&owner, &first, serde_json::json!({}));
+    owner.edit(|c| c["hostname"] = "owner".into());
+    runc.ok_detached(&["run", "-d", "--bundle", owner.path().to_str().unwrap(), &first]);
+    let pid = runc.pid(&first);
+
+    let second = id("ns-joiner");
+    let joiner = Bundle::busybox(&["sh", "-c", "echo host=$(hostname); readlink /proc/self/ns/net"]);
+    with_cgroup(&joiner, &second, serde_json::json!({}));
+    joiner.edit(|c| {
+        c.as_object_mut().unwrap().remove("hostname");
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" || ns["type"] == "uts" {
+                let kind = if ns["type"] == "network" { "net" } else { "uts" };
+                ns["path"] = format!("/proc/{pid}/ns/{kind}").into();
+            }
+        }
+    });
+    let out = runc.ok(&["run", "--bundle", joiner.path().to_str().unwrap(), &second]);
+    let owner_net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert!(out.contains("host=owner\n"), "{out}");
+    assert!(out.contains(owner_net.to_str().unwrap()), "{out} shares {owner_net:?}");
+    runc.ok(&["delete", "--force", &first]);
+    assert_gone(&runc, &owner, &first);
+    assert_gone(&runc, &joiner, &second);
+}

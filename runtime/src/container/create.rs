@@ -110,6 +110,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     let child_fd = theirs.raw_fd();
     let unshare = plan.unshare;
     let cgroup_ns = plan.new_cgroup;
+    let time_offsets = plan.time_offsets.clone();
     let joins: Vec<(i32, i32)> = plan
         .join
         .iter()
@@ -118,8 +119,8 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     let mut command = Command::new("/proc/self/exe");
     command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (setns, unshare, fcntl) on descriptors
-    // and values prepared before the fork.
+    // async-signal-safe system calls (setns, unshare, open, write, close,
+    // fcntl) on descriptors and values prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             for (fd, kind) in &joins {
@@ -129,6 +130,20 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
             }
             if !unshare.is_empty() && libc::unshare(unshare.bits()) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if !time_offsets.is_empty() {
+                // Only before a process enters the new time namespace (this
+                // one does at its exec).
+                let file = c"/proc/self/timens_offsets";
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, time_offsets.as_ptr().cast(), time_offsets.len());
+                libc::close(fd);
+                if written != time_offsets.len() as isize {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
