@@ -157,6 +157,9 @@ fn container(channel: &mut Channel, config: &InitConfig) -> Result<()> {
         sys.write_file(&path, value)
             .map_err(|e| e.context(format!("setting linux.sysctl {key:?}")))?;
     }
+    // After the sysctls, which write under /proc/sys.
+    rootfs::masks::make_read_only(spec)?;
+    rootfs::masks::mask(spec)?;
     process::apply_limits(process)?;
     process::enter_cwd(process)?;
     let exec = process::prepare(process)?;

@@ -7,6 +7,7 @@
 //! (create, start, kill, delete, pause, resume, update, state) are in
 //! [`container`]. `berth-runc` offers them with runc's command line.
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod container;
 pub mod error;

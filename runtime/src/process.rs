@@ -119,8 +119,14 @@ pub fn apply_limits(process: &Process) -> Result<()> {
     Ok(())
 }
 
-/// Becomes the spec's user: supplementary groups, gid, uid, umask.
+/// Becomes the spec's user with the spec's capabilities: bounding set,
+/// supplementary groups, gid, uid, the other capability sets, umask,
+/// no_new_privileges.
 pub fn become_user(process: &Process) -> Result<()> {
+    let capabilities = crate::capabilities::plan(process)?;
+    if let Some(plan) = &capabilities {
+        crate::capabilities::before_user_change(plan)?;
+    }
     let user = process.user();
     let groups: Vec<Gid> = user
         .additional_gids()
@@ -133,6 +139,9 @@ pub fn become_user(process: &Process) -> Result<()> {
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::nix("setting process.user.gid", "setresgid", e))?;
     let uid = Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::nix("setting process.user.uid", "setresuid", e))?;
+    if let Some(plan) = &capabilities {
+        crate::capabilities::after_user_change(plan)?;
+    }
     if let Some(umask) = user.umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }

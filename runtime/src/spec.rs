@@ -93,6 +93,17 @@ fn check_raw(raw: &serde_json::Value) -> Result<()> {
             }
         }
     }
+    if let Some(sets) = raw.pointer("/process/capabilities").and_then(|v| v.as_object()) {
+        for (set, names) in sets {
+            for (i, name) in names.as_array().into_iter().flatten().enumerate() {
+                let field = format!("process.capabilities.{set}[{i}]");
+                let text = name.as_str().ok_or_else(|| Error::invalid(&field, "not a string"))?;
+                if text.parse::<caps::Capability>().is_err() {
+                    return Err(Error::invalid(&field, format!("unknown capability {text:?}")));
+                }
+            }
+        }
+    }
     if let Some(mounts) = raw.get("mounts").and_then(|v| v.as_array()) {
         for (i, m) in mounts.iter().enumerate() {
             let field = format!("mounts[{i}].destination");
@@ -255,6 +266,10 @@ mod tests {
                 "linux.cgroupsPath",
             ),
             ("{not json".to_string(), "config.json"),
+            (
+                with(|v| v["process"]["capabilities"]["bounding"][1] = "CAP_FLY".into()),
+                "process.capabilities.bounding[1]",
+            ),
         ];
         for (text, field) in cases {
             let err = parse(&text).unwrap_err();

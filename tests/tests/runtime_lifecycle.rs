@@ -74,7 +74,7 @@ fn inside_the_container_pid_1_hostname_mounts_and_limits_show() {
         "-c",
         "echo pid=$$; echo host=$(hostname); grep -E ' /(proc|dev|dev/pts|dev/shm|dev/mqueue|sys|data) ' /proc/mounts; \
          echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); echo pids=$(cat /sys/fs/cgroup/pids/pids.max); \
-         cat /data/hello",
+         cat /data/hello; echo x > /dev/null && head -c1 /dev/zero > /dev/null && echo devices-ok",
     ]);
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("hello"), "from the host\n").unwrap();
@@ -110,6 +110,7 @@ fn inside_the_container_pid_1_hostname_mounts_and_limits_show() {
     assert!(out.contains("mem=67108864\n"), "{out}");
     assert!(out.contains("pids=42\n"), "{out}");
     assert!(out.contains("from the host"), "{out}");
+    assert!(out.contains("devices-ok"), "the default devices open: {out}");
     assert_gone(&runc, &bundle, &id);
 }
 

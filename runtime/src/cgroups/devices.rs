@@ -5,7 +5,7 @@
 //! tries the rules from the last to the first: the last rule that matches
 //! decides, as later rules override earlier ones in v1. No match denies.
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, Spec};
 
 /// BPF_DEVCG_DEV_BLOCK / BPF_DEVCG_DEV_CHAR.
 const DEV_BLOCK: i32 = 1;
@@ -14,6 +14,55 @@ const DEV_CHAR: i32 = 2;
 const ACC_MKNOD: i32 = 1;
 const ACC_READ: i32 = 2;
 const ACC_WRITE: i32 = 4;
+
+fn rule(kind: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+    let mut rule = LinuxDeviceCgroup::default();
+    rule.set_allow(true)
+        .set_typ(Some(kind))
+        .set_major(major)
+        .set_minor(minor)
+        .set_access(Some(access.to_string()));
+    rule
+}
+
+/// The rules a container's cgroup gets: the spec's, then (as runc adds
+/// them) access to the devices every container has, the terminals, and the
+/// devices the spec creates. With `deny all` first in most specs, these are
+/// what the container may open.
+pub fn container_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
+    let linux = spec.linux().as_ref();
+    let mut rules: Vec<LinuxDeviceCgroup> = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    use LinuxDeviceType::{B, C};
+    rules.push(rule(C, None, None, "m"));
+    rules.push(rule(B, None, None, "m"));
+    // null, zero, full, random, urandom, tty, console, ptmx, pts, tun.
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (10, 200),
+    ] {
+        rules.push(rule(C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(C, Some(136), None, "rwm"));
+    for device in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+        let kind = match device.typ() {
+            B => B,
+            LinuxDeviceType::P => continue,
+            _ => C,
+        };
+        rules.push(rule(kind, Some(device.major()), Some(device.minor()), "rwm"));
+    }
+    rules
+}
 
 /// The v1 file and line for a rule: (`devices.allow`, `c 1:3 rwm`).
 pub fn v1_rule(rule: &LinuxDeviceCgroup) -> (&'static str, String) {

@@ -196,9 +196,13 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         ));
     }
 
-    if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        cgroup.set(resources)?;
-    }
+    let mut resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    resources.set_devices(Some(crate::cgroups::devices::container_rules(spec)));
+    cgroup.set(&resources)?;
     ours.send(&ToInit::Go)?;
     match ours.recv::<FromInit>()? {
         Some(FromInit::Created) => {}

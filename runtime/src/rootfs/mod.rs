@@ -4,6 +4,7 @@
 //! `--no-pivot` move) and the read-only root.
 
 pub mod devices;
+pub mod masks;
 pub mod mounts;
 pub mod resolve;
 

@@ -1,0 +1,160 @@
+//! What confines a container, seen from inside: capabilities,
+//! no_new_privileges, rlimits, umask, masked and read-only paths. Run as
+//! root.
+
+use berth_tests::bundle::Bundle;
+use berth_tests::runc::{Runc, test_cgroup_path};
+
+fn id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+fn run(runc: &Runc, bundle: &Bundle, id: &str) -> String {
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(id).into());
+    runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), id])
+}
+
+/// A tmpfs at /tmp to write in.
+fn with_writable_tmp(bundle: &Bundle) {
+    bundle.edit(|c| {
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
+}
+
+/// The value of a `/proc/self/status` line printed by the container.
+fn status_field<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{name} in {out}"))
+}
+
+#[test]
+fn only_the_listed_capabilities_remain_and_no_new_privileges_holds() {
+    let runc = Runc::new();
+    let id = id("caps");
+    let bundle = Bundle::busybox(&["cat", "/proc/self/status"]);
+    // The default spec: AUDIT_WRITE (29), KILL (5), NET_BIND_SERVICE (10).
+    let out = run(&runc, &bundle, &id);
+    let expected = (1u64 << 29) | (1 << 5) | (1 << 10);
+    for field in ["CapBnd", "CapEff", "CapPrm"] {
+        let value = u64::from_str_radix(status_field(&out, field), 16).unwrap();
+        assert_eq!(value, expected, "{field}: {out}");
+    }
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1");
+
+    // A root process without CAP_CHOWN cannot give a file away.
+    let id = self::id("caps-chown");
+    let bundle = Bundle::busybox(&["sh", "-c", "touch /tmp/f && chown 1:1 /tmp/f; echo rc=$?"]);
+    with_writable_tmp(&bundle);
+    let out = run(&runc, &bundle, &id);
+    assert!(out.contains("rc=1"), "{out}");
+
+    // With CAP_CHOWN listed it can, and an unprivileged user keeps an
+    // ambient capability it was given.
+    let id = self::id("caps-more");
+    let bundle = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "touch /tmp/f && chown 1:1 /tmp/f; echo rc=$?; grep Cap /proc/self/status",
+    ]);
+    with_writable_tmp(&bundle);
+    bundle.edit(|c| {
+        for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+            c["process"]["capabilities"][set] = serde_json::json!(["CAP_CHOWN", "CAP_NET_RAW"]);
+        }
+        c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    });
+    let out = run(&runc, &bundle, &id);
+    assert!(out.contains("rc=0"), "{out}");
+    let chown_and_raw = (1u64 << 0) | (1 << 13);
+    assert_eq!(
+        u64::from_str_radix(status_field(&out, "CapAmb"), 16).unwrap(),
+        chown_and_raw,
+        "{out}"
+    );
+    assert_eq!(
+        u64::from_str_radix(status_field(&out, "CapEff"), 16).unwrap(),
+        chown_and_raw,
+        "{out}"
+    );
+}
+
+#[test]
+fn rlimits_and_umask_apply() {
+    let runc = Runc::new();
+    let id = id("limits");
+    let bundle = Bundle::busybox(&["sh", "-c", "echo nofile=$(ulimit -n); echo umask=$(umask)"]);
+    bundle.edit(|c| {
+        c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 777, "soft": 555}]);
+        c["process"]["user"]["umask"] = 0o027.into();
+    });
+    let out = run(&runc, &bundle, &id);
+    assert!(out.contains("nofile=555\n"), "{out}");
+    assert!(out.contains("umask=0027\n"), "{out}");
+}
+
+#[test]
+fn masked_paths_are_empty_and_read_only_paths_refuse_writes() {
+    let runc = Runc::new();
+    let id = id("masks");
+    let bundle = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "[ -e /proc/kcore ] && echo kcore=$(wc -c < /proc/kcore) || echo kcore=absent; \
+         echo keys=$(wc -c < /proc/keys); echo cpuinfo=$(wc -c < /proc/cpuinfo); \
+         echo firmware=$(ls /sys/firmware | wc -l); \
+         echo x > /proc/sys/kernel/domainname; echo rc=$?; grep -E ' /proc/(sys|kcore) ' /proc/mounts",
+    ]);
+    // One more file, one that exists on every host.
+    bundle.edit(|c| {
+        c["linux"]["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push("/proc/cpuinfo".into())
+    });
+    let out = run(&runc, &bundle, &id);
+    // Some kernels have no /proc/kcore at all; where it exists it reads empty.
+    assert!(out.contains("kcore=0\n") || out.contains("kcore=absent\n"), "{out}");
+    assert!(out.contains("keys=0\n"), "{out}");
+    assert!(out.contains("cpuinfo=0\n"), "{out}");
+    assert!(out.contains("firmware=0\n"), "{out}");
+    assert!(out.contains("rc=1\n"), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains(" /proc/sys ") && l.contains(" ro,")),
+        "/proc/sys read-only: {out}"
+    );
+}
+
+#[test]
+fn a_masked_path_that_is_a_symlink_is_refused_and_nothing_is_left() {
+    let runc = Runc::new();
+    let id = id("masklink");
+    let bundle = Bundle::busybox(&["true"]);
+    std::os::unix::fs::symlink("/etc", bundle.rootfs().join("sneaky")).unwrap();
+    bundle.edit(|c| {
+        c["linux"]["maskedPaths"].as_array_mut().unwrap().push("/sneaky".into());
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+    });
+    let stderr = runc.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(stderr.contains("linux.maskedPaths[10]"), "{stderr}");
+    assert!(runc.ids().is_empty());
+    assert!(!runc.root().join(&id).exists());
+}
+
+#[test]
+fn an_unknown_capability_is_refused_naming_the_field() {
+    let runc = Runc::new();
+    let id = id("badcap");
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| {
+        c["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_KILL", "CAP_TELEPORT"]);
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+    });
+    let stderr = runc.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(stderr.contains("process.capabilities.effective[1]"), "{stderr}");
+    assert!(runc.ids().is_empty());
+}
