@@ -21,6 +21,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::cgroups::join::{Forked, fork_into};
 use crate::error::{Error, Result};
+use crate::hooks::{self, HookState};
 use crate::rootfs::{self, RootfsConfig};
 use crate::state::EXEC_SOCKET;
 use crate::sync::{Channel, FromInit, InitConfig, ToInit};
@@ -139,7 +140,25 @@ fn container(channel: &mut Channel, config: &InitConfig) -> Result<()> {
             cgroup_ns: config.cgroup_ns,
             no_pivot: config.no_pivot,
         };
-        rootfs::setup(&sys, &rootfs_config)?;
+        let runtime_hooks = hooks::has(hooks::Kind::Prestart, spec) || hooks::has(hooks::Kind::CreateRuntime, spec);
+        let mut create_hooks = || {
+            if runtime_hooks {
+                channel.send(&FromInit::RunHooks)?;
+                match channel.recv::<ToInit>()? {
+                    Some(ToInit::HooksDone) => {}
+                    _ => return Err(Error::other("init", "the runtime went away while running hooks")),
+                }
+            }
+            let state = HookState::new(
+                spec,
+                &config.id,
+                "creating",
+                Some(nix::unistd::getpid().as_raw()),
+                &config.bundle,
+            );
+            hooks::run(hooks::Kind::CreateContainer, spec, &state)
+        };
+        rootfs::setup(&sys, &rootfs_config, &mut create_hooks)?;
     } else {
         return Err(Error::invalid(
             "linux.namespaces",
@@ -175,7 +194,18 @@ fn container(channel: &mut Channel, config: &InitConfig) -> Result<()> {
         .map_err(|e| Error::io("waiting for start", EXEC_SOCKET, &e))?;
     drop(listener);
 
-    let ready = process::become_user(process).and_then(|()| process::clean_inheritance(config.preserve_fds));
+    let ready = process::become_user(process)
+        .and_then(|()| {
+            let state = HookState::new(
+                spec,
+                &config.id,
+                "created",
+                Some(nix::unistd::getpid().as_raw()),
+                &config.bundle,
+            );
+            hooks::run(hooks::Kind::StartContainer, spec, &state)
+        })
+        .and_then(|()| process::clean_inheritance(config.preserve_fds));
     let failure = match ready {
         Ok(()) => process::exec(&exec),
         Err(e) => e,

@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod container;
 pub mod error;
+pub mod hooks;
 pub mod init;
 pub mod namespaces;
 pub mod process;

@@ -51,6 +51,8 @@ pub enum ToInit {
     Config(Box<InitConfig>),
     /// The cgroup is ready: build the container.
     Go,
+    /// The runtime's prestart and createRuntime hooks ran.
+    HooksDone,
 }
 
 /// Init → runtime.
@@ -58,6 +60,9 @@ pub enum ToInit {
 pub enum FromInit {
     /// The container's init pid, as the runtime's pid namespace sees it.
     Pid(i32),
+    /// The mounts are made (pivot_root not yet): run the prestart and
+    /// createRuntime hooks, then answer HooksDone.
+    RunHooks,
     /// The container is built and waits for start.
     Created,
     /// Building failed.

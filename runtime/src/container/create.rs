@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 
 use super::{Globals, manager_for};
 use crate::error::{Error, Result};
+use crate::hooks::{self, HookState};
 use crate::init::{INIT_ARG, INIT_FD_ENV};
 use crate::namespaces;
 use crate::spec::load_bundle;
@@ -78,6 +79,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
             "a terminal needs --console-socket, which this build does not offer yet",
         ));
     }
+    hooks::check(spec)?;
     let plan = namespaces::plan(spec)?;
 
     std::fs::DirBuilder::new()
@@ -204,14 +206,22 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     resources.set_devices(Some(crate::cgroups::devices::container_rules(spec)));
     cgroup.set(&resources)?;
     ours.send(&ToInit::Go)?;
-    match ours.recv::<FromInit>()? {
-        Some(FromInit::Created) => {}
-        Some(FromInit::Failed(e)) => return Err(e),
-        _ => {
-            return Err(Error::other(
-                "creating the container",
-                "the container's init exited while building the container",
-            ));
+    loop {
+        match ours.recv::<FromInit>()? {
+            Some(FromInit::Created) => break,
+            Some(FromInit::RunHooks) => {
+                let state = HookState::new(spec, &options.id, "creating", Some(pid), &bundle.dir);
+                hooks::run(hooks::Kind::Prestart, spec, &state)?;
+                hooks::run(hooks::Kind::CreateRuntime, spec, &state)?;
+                ours.send(&ToInit::HooksDone)?;
+            }
+            Some(FromInit::Failed(e)) => return Err(e),
+            _ => {
+                return Err(Error::other(
+                    "creating the container",
+                    "the container's init exited while building the container",
+                ));
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use nix::sys::signal::Signal;
 
 use super::{Globals, load};
 use crate::error::{Error, Result};
+use crate::hooks::{self, HookState};
 use crate::state::{self, Status};
 
 /// How long `delete --force` waits for a killed container's processes.
@@ -53,5 +54,12 @@ pub fn delete(globals: &Globals, id: &str, force: bool) -> Result<()> {
     }
     cgroup.destroy()?;
     let dir = state::dir(&globals.root, id);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing the state directory", &dir, &e))
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing the state directory", &dir, &e))?;
+    if let Some(spec) = super::bundle_spec(&state) {
+        let hook_state = HookState::new(&spec, id, "stopped", None, &state.bundle);
+        for warning in hooks::run_all(hooks::Kind::Poststop, &spec, &hook_state) {
+            (globals.warn)(&warning);
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,9 @@ pub struct Globals {
     pub root: PathBuf,
     /// `--systemd-cgroup`: cgroup paths are `slice:prefix:name`.
     pub systemd_cgroup: bool,
+    /// Where problems that do not fail an operation are reported (a failed
+    /// poststart or poststop hook).
+    pub warn: fn(&crate::Error),
 }
 
 impl Default for Globals {
@@ -28,8 +31,16 @@ impl Default for Globals {
         Self {
             root: PathBuf::from(DEFAULT_ROOT),
             systemd_cgroup: false,
+            warn: |_| {},
         }
     }
+}
+
+/// The spec in a container's bundle, if it can still be read (for the
+/// hooks of start and delete).
+pub fn bundle_spec(state: &State) -> Option<oci_spec::runtime::Spec> {
+    let text = std::fs::read_to_string(state.bundle.join("config.json")).ok()?;
+    crate::spec::parse(&text).ok()
 }
 
 /// berth-runc's state root when `--root` is not given.

@@ -5,11 +5,12 @@ use std::os::unix::net::UnixStream;
 
 use super::{Globals, load};
 use crate::error::{Error, Result};
+use crate::hooks::{self, HookState};
 use crate::state::{self, EXEC_SOCKET, Status};
 
 /// Starts container `id`; it must be `created`.
 pub fn start(globals: &Globals, id: &str) -> Result<()> {
-    let (_, _, status) = load(globals, id)?;
+    let (state, _, status) = load(globals, id)?;
     if status != Status::Created {
         return Err(Error::precondition(
             id,
@@ -35,6 +36,12 @@ pub fn start(globals: &Globals, id: &str) -> Result<()> {
         let error: Error = serde_json::from_slice(&reply)
             .unwrap_or_else(|_| Error::other("starting the container", String::from_utf8_lossy(&reply).into_owned()));
         return Err(error);
+    }
+    if let Some(spec) = super::bundle_spec(&state) {
+        let hook_state = HookState::new(&spec, id, "running", Some(state.pid), &state.bundle);
+        for warning in hooks::run_all(hooks::Kind::Poststart, &spec, &hook_state) {
+            (globals.warn)(&warning);
+        }
     }
     Ok(())
 }

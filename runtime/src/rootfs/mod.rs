@@ -36,7 +36,12 @@ pub struct RootfsConfig<'a> {
 
 /// Builds the filesystem and enters it. Runs in the container's mount
 /// namespace; on return the process's root is the container's.
-pub fn setup(sys: &dyn Syscalls, config: &RootfsConfig<'_>) -> Result<()> {
+/// `before_pivot` runs once the mounts are made, before the root changes.
+pub fn setup(
+    sys: &dyn Syscalls,
+    config: &RootfsConfig<'_>,
+    before_pivot: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let linux = config.spec.linux().as_ref();
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
@@ -60,6 +65,10 @@ pub fn setup(sys: &dyn Syscalls, config: &RootfsConfig<'_>) -> Result<()> {
     if !devices::dev_is_bound(config.spec) {
         devices::create(sys, config)?;
     }
+
+    // The create-time hooks run here: mounts made, the host's root still
+    // visible.
+    before_pivot()?;
 
     if config.no_pivot {
         sys.move_into(config.rootfs)?;

@@ -42,7 +42,7 @@ fn run(spec: &oci_spec::runtime::Spec, fs: &Recorder, cgroup_ns: bool, no_pivot:
         cgroup_ns,
         no_pivot,
     };
-    setup(fs, &config)
+    setup(fs, &config, &mut || Ok(()))
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     let globals = Globals {
         root: cli.root.clone(),
         systemd_cgroup: cli.systemd_cgroup,
+        warn: crate::log::warning,
     };
     if cli.version {
         out(&format!(

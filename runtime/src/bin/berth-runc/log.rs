@@ -3,20 +3,41 @@
 //! error).
 
 use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::args::{Cli, LogFormat};
 
-/// Reports a failed command.
-pub fn error(cli: &Cli, error: &berth_runtime::Error) {
-    let message = error.to_string();
+/// Where `--log` and `--log-format` send lines, once the command line is read.
+static DESTINATION: OnceLock<(Option<PathBuf>, LogFormat)> = OnceLock::new();
+
+/// Remembers the command line's log settings.
+pub fn configure(cli: &Cli) {
+    let _ = DESTINATION.set((cli.log.clone(), cli.log_format));
+}
+
+fn write(level: &str, message: &str) {
     let _ = writeln!(std::io::stderr(), "berth-runc: {message}");
-    let Some(path) = &cli.log else { return };
+    let Some((Some(path), format)) = DESTINATION.get() else {
+        return;
+    };
     let time = berth_runtime::state::now_rfc3339();
-    let line = match cli.log_format {
-        LogFormat::Json => serde_json::json!({"level": "error", "msg": message, "time": time}).to_string(),
-        LogFormat::Text => format!("time=\"{time}\" level=error msg={message:?}"),
+    let line = match format {
+        LogFormat::Json => serde_json::json!({"level": level, "msg": message, "time": time}).to_string(),
+        LogFormat::Text => format!("time=\"{time}\" level={level} msg={message:?}"),
     };
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(file, "{line}");
     }
+}
+
+/// Reports a failed command.
+pub fn error(error: &berth_runtime::Error) {
+    write("error", &error.to_string());
+}
+
+/// Reports something that went wrong without failing the command (a
+/// poststart or poststop hook, say).
+pub fn warning(warning: &berth_runtime::Error) {
+    write("warning", &warning.to_string());
 }

@@ -11,10 +11,11 @@ fn main() {
     // A container's init is this binary run again: become it if so.
     berth_runtime::init::run_if_init();
     let cli = args::Cli::parse();
+    log::configure(&cli);
     let code = match commands::run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            log::error(&cli, &e);
+            log::error(&e);
             1
         }
     };
