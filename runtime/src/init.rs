@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{self, HookState};
 use crate::rootfs::{self, RootfsConfig};
 use crate::state::EXEC_SOCKET;
-use crate::sync::{Channel, FromInit, InitConfig, ToInit};
+use crate::sync::{Channel, ExecConfig, FromInit, InitConfig, ToInit};
 use crate::syscalls::{Linux, Syscalls};
 use crate::{namespaces, process};
 
@@ -67,15 +67,17 @@ fn inherited_channel() -> Result<Channel> {
 /// 1, reports its pid, exits.
 fn intermediate() -> Result<()> {
     let mut channel = inherited_channel()?;
+    let console = crate::terminal::inherited_socket();
     let config = match channel.recv::<ToInit>()? {
         Some(ToInit::Config(config)) => config,
+        Some(ToInit::Exec(exec)) => return exec_intermediate(&mut channel, &exec, console.as_ref()),
         _ => return Err(Error::other("init", "no configuration received")),
     };
     // SAFETY: this process is single-threaded (freshly exec'd, no threads
     // started), so it may move only itself and its child may run any code.
-    match unsafe { fork_into(&config.cgroup_entry) } {
+    match unsafe { fork_into(&config.cgroup_entry, || Ok(())) } {
         Ok(Forked::Child) => {
-            let outcome = container(&mut channel, &config);
+            let outcome = container(&mut channel, &config, console.as_ref());
             if let Err(e) = outcome {
                 let _ = channel.send(&FromInit::Failed(e));
             }
@@ -86,6 +88,50 @@ fn intermediate() -> Result<()> {
             let _ = channel.send(&FromInit::Failed(err.clone()));
             Err(err)
         }
+    }
+}
+
+/// The first process of an exec: enters the mount namespace, forks the
+/// process into the container's cgroup (and, being forked, its pid
+/// namespace), reports its pid, exits.
+fn exec_intermediate(channel: &mut Channel, config: &ExecConfig, console: Option<&OwnedFd>) -> Result<()> {
+    // The cgroup files are opened on the host's side, then the container's
+    // mount namespace is entered.
+    let enter = || crate::container::exec::enter_mount_namespace(&config.mount_namespace);
+    // SAFETY: this process is single-threaded (freshly exec'd, no threads
+    // started), so it may move only itself and its child may run any code.
+    match unsafe { fork_into(&config.cgroup_entry, enter) } {
+        Ok(Forked::Child) => {
+            let err = exec_process(config, console);
+            let _ = channel.send(&FromInit::Failed(err));
+            std::process::exit(1);
+        }
+        Ok(Forked::Parent(child)) => channel.send(&FromInit::Pid(child)),
+        Err(err) => {
+            let _ = channel.send(&FromInit::Failed(err.clone()));
+            Err(err)
+        }
+    }
+}
+
+/// The exec'd process: terminal, limits, working directory, identity,
+/// then the command; returns only on failure.
+fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>) -> Error {
+    let process = &config.process;
+    let ready = (|| {
+        if let Some(socket) = console {
+            crate::terminal::attach(socket, false)?;
+        }
+        process::apply_limits(process)?;
+        process::enter_cwd(process)?;
+        let exec = process::prepare(process)?;
+        process::become_user(process)?;
+        process::clean_inheritance(config.preserve_fds)?;
+        Ok(exec)
+    })();
+    match ready {
+        Ok(exec) => process::exec(&exec),
+        Err(e) => e,
     }
 }
 
@@ -101,7 +147,7 @@ fn listen_for_start(state_dir: &Path) -> Result<UnixListener> {
 }
 
 /// The container's pid 1: builds everything, then waits for start.
-fn container(channel: &mut Channel, config: &InitConfig) -> Result<()> {
+fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedFd>) -> Result<()> {
     match channel.recv::<ToInit>()? {
         Some(ToInit::Go) => {}
         _ => {
@@ -179,6 +225,9 @@ fn container(channel: &mut Channel, config: &InitConfig) -> Result<()> {
     // After the sysctls, which write under /proc/sys.
     rootfs::masks::make_read_only(spec)?;
     rootfs::masks::mask(spec)?;
+    if let Some(socket) = console {
+        crate::terminal::attach(socket, true)?;
+    }
     process::apply_limits(process)?;
     process::enter_cwd(process)?;
     let exec = process::prepare(process)?;

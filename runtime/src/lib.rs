@@ -20,5 +20,6 @@ pub mod spec;
 pub mod state;
 pub mod sync;
 pub mod syscalls;
+pub mod terminal;
 
 pub use error::{Error, Result};

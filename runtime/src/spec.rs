@@ -122,12 +122,9 @@ fn check_raw(raw: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Checks what the parsed spec must satisfy.
-fn check(spec: &Spec) -> Result<()> {
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::invalid("process", "the spec has no process"))?;
+/// Checks a process (the spec's, or one for exec): a command, an absolute
+/// working directory, capabilities this kernel interface knows.
+pub fn check_process(process: &oci_spec::runtime::Process) -> Result<()> {
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::invalid("process.args", "no command to run"));
     }
@@ -137,6 +134,16 @@ fn check(spec: &Spec) -> Result<()> {
             format!("{} is not an absolute path", process.cwd().display()),
         ));
     }
+    crate::capabilities::plan(process).map(|_| ())
+}
+
+/// Checks what the parsed spec must satisfy.
+fn check(spec: &Spec) -> Result<()> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("process", "the spec has no process"))?;
+    check_process(process)?;
     let has = |kind: LinuxNamespaceType| {
         spec.linux()
             .as_ref()

@@ -44,11 +44,26 @@ pub struct InitConfig {
     pub preserve_fds: i32,
 }
 
+/// What the exec'd process needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// The process to run.
+    pub process: oci_spec::runtime::Process,
+    /// The container's mount namespace (entered after the re-exec).
+    pub mount_namespace: std::path::PathBuf,
+    /// How to enter the container's cgroup.
+    pub cgroup_entry: crate::cgroups::CgroupEntry,
+    /// Descriptors 3..3+n the process keeps (`--preserve-fds`).
+    pub preserve_fds: i32,
+}
+
 /// Runtime → init.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ToInit {
-    /// The configuration (first message).
+    /// The configuration (first message) of a new container.
     Config(Box<InitConfig>),
+    /// Instead of a container: a process to run in an existing one.
+    Exec(Box<ExecConfig>),
     /// The cgroup is ready: build the container.
     Go,
     /// The runtime's prestart and createRuntime hooks ran.

@@ -11,6 +11,7 @@
 
 pub mod binaries;
 pub mod bundle;
+pub mod console;
 pub mod containerd;
 pub mod ctr;
 pub mod daemon;

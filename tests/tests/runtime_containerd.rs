@@ -77,6 +77,23 @@ fn a_detached_task_pauses_resumes_reports_metrics_and_is_killed() {
         .unwrap_or_default();
     assert_eq!(pids_current, "1", "{metrics}");
 
+    let out = ctr.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "sh",
+        "-c",
+        "echo from-exec; ps -o pid,args",
+    ]);
+    assert!(out.contains("from-exec\n"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim().starts_with("1 ") && l.contains("sleep 1000")),
+        "{out}"
+    );
+
     ctr.ok(&["task", "kill", "-s", "SIGKILL", "bg"]);
     wait::until(Duration::from_secs(10), "the task to stop", || {
         (status(&ctr) == "STOPPED").then_some(())
@@ -84,4 +101,47 @@ fn a_detached_task_pauses_resumes_reports_metrics_and_is_killed() {
     ctr.ok(&["task", "rm", "bg"]);
     ctr.ok(&["container", "rm", "bg"]);
     assert!(ctr.ok(&["task", "ls", "-q"]).trim().is_empty());
+}
+
+/// Runs `ctr ARGS` under `script`, so ctr has a terminal; returns what the
+/// terminal showed.
+fn ctr_in_terminal(containerd: &Containerd, args: &str) -> String {
+    let command = format!(
+        "{} --address {} --namespace default {args}",
+        binaries::host("ctr").display(),
+        containerd.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (bsdutils)");
+    assert!(
+        out.status.success(),
+        "{command}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ctr_run_t_and_exec_t_give_the_process_a_terminal() {
+    let (containerd, ctr, image) = prepared();
+    let runc = runc_binary();
+    let out = ctr_in_terminal(
+        &containerd,
+        &format!("run --runc-binary {runc} -t --rm {image} tty1 sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty'"),
+    );
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("stdin-is-a-tty"), "{out}");
+
+    ctr.ok(&["run", "--runc-binary", &runc, "-d", &image, "tty2", "sleep", "1000"]);
+    let out = ctr_in_terminal(
+        &containerd,
+        "task exec --exec-id e1 -t tty2 sh -c 'tty; echo exec-done'",
+    );
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("exec-done"), "{out}");
+    ctr.ok(&["task", "kill", "-s", "SIGKILL", "tty2"]);
 }

@@ -52,18 +52,32 @@ fn write_zero(file: &Path) -> Result<()> {
 }
 
 /// Puts the calling process into the v1 directories of `entry` and forks a
-/// child that starts in all of them, cgroup2 included.
+/// child that starts in all of them, cgroup2 included. `before_fork` runs
+/// once the cgroup files are open (it may leave the mount namespace they
+/// are found in).
 ///
 /// # Safety
 /// The caller must be single-threaded: writing `0` to a v1 `tasks` file
 /// moves only the calling thread, and the child of a fork may only run
 /// arbitrary code when no other thread existed.
-pub unsafe fn fork_into(entry: &CgroupEntry) -> Result<Forked> {
+pub unsafe fn fork_into(entry: &CgroupEntry, before_fork: impl FnOnce() -> Result<()>) -> Result<Forked> {
     for tasks in &entry.v1_tasks {
         write_zero(tasks)?;
     }
-    if let Some(dir) = &entry.v2_dir {
-        let handle = std::fs::File::open(dir).map_err(|e| Error::io("opening the cgroup", dir, &e))?;
+    let v2 = match &entry.v2_dir {
+        Some(dir) => {
+            let handle = std::fs::File::open(dir).map_err(|e| Error::io("opening the cgroup", dir, &e))?;
+            let procs = dir.join("cgroup.procs");
+            let procs_file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(|e| Error::io("entering the cgroup", &procs, &e))?;
+            Some((handle, procs_file, procs))
+        }
+        None => None,
+    };
+    before_fork()?;
+    if let Some((handle, mut procs_file, procs)) = v2 {
         let args = CloneArgs {
             flags: CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
@@ -82,7 +96,8 @@ pub unsafe fn fork_into(entry: &CgroupEntry) -> Result<Forked> {
             pid if pid > 0 => return Ok(Forked::Parent(pid as i32)),
             // An older kernel, or a cgroup the kernel will not fork into:
             // move this process the ordinary way, which reports the cause.
-            _ => write_zero(&dir.join("cgroup.procs"))?,
+            _ => std::io::Write::write_all(&mut procs_file, b"0")
+                .map_err(|e| Error::io("entering the cgroup", &procs, &e))?,
         }
     }
     // SAFETY: the caller promises a single-threaded process.

@@ -73,12 +73,8 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     state::validate_id(&options.id)?;
     let bundle = load_bundle(&options.bundle)?;
     let spec = &bundle.spec;
-    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-        return Err(Error::invalid(
-            "process.terminal",
-            "a terminal needs --console-socket, which this build does not offer yet",
-        ));
-    }
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "process.terminal")?;
     hooks::check(spec)?;
     let plan = namespaces::plan(spec)?;
 
@@ -120,6 +116,10 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .collect();
     let mut command = Command::new("/proc/self/exe");
     command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
+    let console_fd = console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).unwrap_or(-1);
+    if console_fd >= 0 {
+        command.env(crate::terminal::CONSOLE_FD_ENV, console_fd.to_string());
+    }
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe system calls (setns, unshare, open, write, close,
     // fcntl) on descriptors and values prepared before the fork.
@@ -150,6 +150,9 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
             if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if console_fd >= 0 && libc::fcntl(console_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -158,6 +161,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .map_err(|e| Error::io("starting the container's init (namespaces)", "/proc/self/exe", &e))?;
     drop(theirs);
     drop(plan);
+    drop(console);
     // The cgroup is made while the init starts; the init enters it itself
     // and forks the container's pid 1 there (see cgroups::join).
     cleanup.init_pid = Some(intermediate.id() as i32);
@@ -240,16 +244,8 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     };
     state.save(&globals.root)?;
     if let Some(pid_file) = &options.pid_file {
-        write_pid_file(pid_file, pid)?;
+        super::write_pid_file(pid_file, pid)?;
     }
     cleanup.armed = false;
     Ok(state)
-}
-
-/// Writes the pid atomically (go-runc reads it as soon as create returns).
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let path = std::path::absolute(path).map_err(|e| Error::io("writing the pid file", path, &e))?;
-    let temp = path.with_extension("tmp-berth");
-    std::fs::write(&temp, pid.to_string()).map_err(|e| Error::io("writing the pid file", &temp, &e))?;
-    std::fs::rename(&temp, &path).map_err(|e| Error::io("writing the pid file", &path, &e))
 }

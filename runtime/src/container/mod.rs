@@ -2,6 +2,7 @@
 
 pub mod create;
 pub mod delete;
+pub mod exec;
 pub mod kill;
 pub mod pause;
 pub mod query;
@@ -11,7 +12,7 @@ pub mod update;
 use std::path::{Path, PathBuf};
 
 use crate::cgroups::{self, CgroupManager, Layout};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::{State, Status};
 
 /// Options every command shares.
@@ -23,7 +24,7 @@ pub struct Globals {
     pub systemd_cgroup: bool,
     /// Where problems that do not fail an operation are reported (a failed
     /// poststart or poststop hook).
-    pub warn: fn(&crate::Error),
+    pub warn: fn(&Error),
 }
 
 impl Default for Globals {
@@ -57,4 +58,13 @@ pub fn load(globals: &Globals, id: &str) -> Result<(State, Box<dyn CgroupManager
     let cgroup = manager_for(&state.cgroup_path)?;
     let status = state.status(&globals.root, || cgroup.frozen().unwrap_or(false));
     Ok((state, cgroup, status))
+}
+
+/// Writes a pid file atomically (go-runc reads it as soon as create or
+/// exec returns).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = std::path::absolute(path).map_err(|e| Error::io("writing the pid file", path, &e))?;
+    let temp = path.with_extension("tmp-berth");
+    std::fs::write(&temp, pid.to_string()).map_err(|e| Error::io("writing the pid file", &temp, &e))?;
+    std::fs::rename(&temp, &path).map_err(|e| Error::io("writing the pid file", &path, &e))
 }

@@ -71,6 +71,59 @@ pub struct CreateArgs {
     pub id: String,
 }
 
+/// `exec`'s flags, as runc takes them.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The process as JSON (an OCI `process` object); the flags below
+    /// build one from the container's otherwise.
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Return once the process runs instead of waiting for it.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the process's pid here.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Send the terminal master here.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables (NAME=value).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// uid[:gid] to run as.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Extra group ids.
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// Extra capabilities.
+    #[arg(short = 'c', long = "cap")]
+    pub caps: Vec<String>,
+    /// Set no_new_privileges.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Pass descriptors 3..3+N to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// SELinux label (applied where the host has SELinux).
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// AppArmor profile (applied where the host has AppArmor).
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Container id.
+    pub id: String,
+    /// The command and its arguments (without --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 /// Output formats of list and ps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -91,6 +144,8 @@ pub enum Command {
         #[arg(short, long)]
         detach: bool,
     },
+    /// Run a process in a running container.
+    Exec(Box<ExecArgs>),
     /// Start a created container.
     Start {
         /// Container id.

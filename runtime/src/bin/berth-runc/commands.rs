@@ -48,6 +48,13 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     match command {
         Command::Create { args, .. } => create(&globals, &options(args)).map(|_| 0),
+        Command::Exec(args) => {
+            let forwarded = if args.detach { None } else { Some(become_waiter()?) };
+            crate::exec_command::run(&globals, args, |pid| match forwarded {
+                Some(signals) => wait_forwarding(pid, signals),
+                None => Ok(0),
+            })
+        }
         Command::Start { id } => start::start(&globals, id).map(|()| 0),
         Command::Run { args, detach, keep } => run_container(&globals, args, *detach, *keep),
         Command::State { id } => {
@@ -173,23 +180,48 @@ const FORWARDED: [Signal; 7] = [
     Signal::SIGWINCH,
 ];
 
-/// `run`: create, start, and (unless detached) wait, pass signals on, and
-/// delete the container when it exits; the exit code is the container's.
-fn run_container(globals: &Globals, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
-    // The container's init is reparented to us when its first process
-    // exits, so we can wait for it.
+/// Makes this process the one that reaps the container's processes (their
+/// own parent exits), and blocks the signals to pass on, before any thread
+/// starts, so every thread inherits the mask. Returns those signals.
+fn become_waiter() -> Result<SigSet> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut forwarded = SigSet::empty();
     for signal in FORWARDED {
         forwarded.add(signal);
     }
-    if !detach {
-        // Blocked before any thread starts, so every thread inherits it.
-        forwarded
-            .thread_block()
-            .map_err(|e| Error::nix("blocking signals", "sigprocmask", e))?;
+    forwarded
+        .thread_block()
+        .map_err(|e| Error::nix("blocking signals", "sigprocmask", e))?;
+    Ok(forwarded)
+}
+
+/// Waits for `pid`, passing it the signals this process receives; its exit
+/// code (128 + the signal when killed).
+fn wait_forwarding(pid: i32, forwarded: SigSet) -> Result<i32> {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    std::thread::spawn(move || {
+        while let Ok(signal) = forwarded.wait() {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    });
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::nix("waiting for the process", format!("pid {pid}"), e)),
+        }
     }
+}
+
+/// `run`: create, start, and (unless detached) wait, pass signals on, and
+/// delete the container when it exits; the exit code is the container's.
+fn run_container(globals: &Globals, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
+    // The container's init is reparented to us when its first process
+    // exits, so we can wait for it.
+    let forwarded = if detach { None } else { Some(become_waiter()?) };
     let state = create(globals, &options(args))?;
     if let Err(e) = start::start(globals, &args.id) {
         let _ = delete::delete(globals, &args.id, true);
@@ -198,21 +230,7 @@ fn run_container(globals: &Globals, args: &CreateArgs, detach: bool, keep: bool)
     if detach {
         return Ok(0);
     }
-    let pid = nix::unistd::Pid::from_raw(state.pid);
-    std::thread::spawn(move || {
-        while let Ok(signal) = forwarded.wait() {
-            let _ = nix::sys::signal::kill(pid, signal);
-        }
-    });
-    let code = loop {
-        match nix::sys::wait::waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => break code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::nix("waiting for the container", format!("pid {pid}"), e)),
-        }
-    };
+    let code = wait_forwarding(state.pid, forwarded.unwrap_or_else(SigSet::empty))?;
     if !keep {
         delete::delete(globals, &args.id, true)?;
     }

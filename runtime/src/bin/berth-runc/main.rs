@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod exec_command;
 mod log;
 
 use clap::Parser as _;

@@ -1,0 +1,156 @@
+//! `exec`: run another process in a running container, in all of its
+//! namespaces and its cgroup.
+//!
+//! The runtime joins every namespace but the mount namespace just before
+//! re-executing itself (so its own binary comes from the host, not from
+//! the container); the re-executed process enters the container's mount
+//! namespace, puts itself in the container's cgroup and forks the process,
+//! which is then inside the pid namespace too. The process reports a
+//! failure over the sync channel; a successful exec closes it.
+
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use super::{Globals, load};
+use crate::error::{Error, Result};
+use crate::init::{INIT_ARG, INIT_FD_ENV};
+use crate::state::Status;
+use crate::sync::{Channel, ExecConfig, FromInit, ToInit};
+
+/// `exec`'s options.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Container id.
+    pub id: String,
+    /// The process to run.
+    pub process: Process,
+    /// Where to write the process's pid.
+    pub pid_file: Option<PathBuf>,
+    /// Where to send the terminal's master side.
+    pub console_socket: Option<PathBuf>,
+    /// Descriptors 3..3+n passed to the process.
+    pub preserve_fds: i32,
+}
+
+/// The namespace files of a process, in the order they must be joined
+/// (the user namespace first; the mount namespace is joined later).
+const JOIN_ORDER: [(LinuxNamespaceType, &str); 7] = [
+    (LinuxNamespaceType::User, "user"),
+    (LinuxNamespaceType::Ipc, "ipc"),
+    (LinuxNamespaceType::Uts, "uts"),
+    (LinuxNamespaceType::Network, "net"),
+    (LinuxNamespaceType::Pid, "pid"),
+    (LinuxNamespaceType::Cgroup, "cgroup"),
+    (LinuxNamespaceType::Time, "time"),
+];
+
+/// Starts the process; returns its pid (in the runtime's pid namespace)
+/// once it has exec'd. The caller becomes its parent only if it is a
+/// subreaper (the process's own parent exits).
+pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
+    let (state, cgroup, status) = load(globals, &options.id)?;
+    if status != Status::Running {
+        return Err(Error::precondition(
+            &options.id,
+            format!("cannot exec in a container that is {}", status.as_str()),
+        ));
+    }
+    let spec = super::bundle_spec(&state).ok_or_else(|| {
+        Error::invalid(
+            "bundle",
+            format!("{}: config.json cannot be read", state.bundle.display()),
+        )
+    })?;
+    crate::spec::check_process(&options.process)?;
+    let terminal = options.process.terminal() == Some(true);
+    let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "--tty")?;
+
+    let joins: Vec<(OwnedFd, i32)> = JOIN_ORDER
+        .iter()
+        .filter(|(kind, _)| crate::namespaces::has(&spec, *kind))
+        .map(|(kind, name)| {
+            let path = format!("/proc/{}/ns/{name}", state.pid);
+            let file =
+                std::fs::File::open(&path).map_err(|e| Error::io("opening the container's namespace", &path, &e))?;
+            Ok((OwnedFd::from(file), crate::namespaces::flag(*kind).bits()))
+        })
+        .collect::<Result<_>>()?;
+    let raw_joins: Vec<(i32, i32)> = joins.iter().map(|(fd, kind)| (fd.as_raw_fd(), *kind)).collect();
+    let cgroup_entry = cgroup.create()?;
+
+    let (mut ours, theirs) = Channel::pair()?;
+    let child_fd = theirs.raw_fd();
+    let console_fd = console.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1);
+    let mut command = Command::new("/proc/self/exe");
+    command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
+    if console_fd >= 0 {
+        command.env(crate::terminal::CONSOLE_FD_ENV, console_fd.to_string());
+    }
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls (setns, fcntl) on descriptors opened
+    // before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for (fd, kind) in &raw_joins {
+                if libc::setns(*fd, *kind) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for fd in [child_fd, console_fd] {
+                if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut intermediate = command
+        .spawn()
+        .map_err(|e| Error::io("entering the container's namespaces", "/proc/self/exe", &e))?;
+    drop(theirs);
+    drop(joins);
+    drop(console);
+
+    let config = ExecConfig {
+        process: options.process.clone(),
+        mount_namespace: PathBuf::from(format!("/proc/{}/ns/mnt", state.pid)),
+        cgroup_entry,
+        preserve_fds: options.preserve_fds,
+    };
+    ours.send(&ToInit::Exec(Box::new(config)))?;
+    let pid = match ours.recv::<FromInit>()? {
+        Some(FromInit::Pid(pid)) => pid,
+        Some(FromInit::Failed(e)) => {
+            let _ = intermediate.wait();
+            return Err(e);
+        }
+        _ => {
+            let _ = intermediate.wait();
+            return Err(Error::other("exec", "the process exited before reporting"));
+        }
+    };
+    let _ = intermediate.wait();
+    match ours.recv::<FromInit>()? {
+        // The channel closed: the exec succeeded.
+        None => {}
+        Some(FromInit::Failed(e)) => return Err(e),
+        Some(other) => return Err(Error::other("exec", format!("unexpected message {other:?}"))),
+    }
+    if let Some(path) = &options.pid_file {
+        super::write_pid_file(path, pid)?;
+    }
+    Ok(pid)
+}
+
+/// Moves this single-threaded process into the container's mount
+/// namespace (root and working directory become the container's).
+pub fn enter_mount_namespace(path: &std::path::Path) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("opening the container's mount namespace", path, &e))?;
+    nix::sched::setns(file, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Error::nix("entering the container's mount namespace", path, e))
+}
