@@ -67,11 +67,17 @@ fn imports_list_exactly_as_containerd_lists_them() {
         );
         assert!(listed.contains(&image.name), "{listed}");
         assert!(listed.contains(&format!("linux/{}", images::oci_arch())), "{listed}");
-        assert_eq!(
-            content_rows(&ours),
-            content_rows(&theirs),
-            "ctr content ls differs in {namespace}"
-        );
+        // containerd collects the import's temporary blobs (the index a
+        // docker archive is wrapped in) a moment after the import returns;
+        // berth collects them before. Compare once containerd's GC ran.
+        let ours_rows = content_rows(&ours);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut theirs_rows = content_rows(&theirs);
+        while theirs_rows != ours_rows && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            theirs_rows = content_rows(&theirs);
+        }
+        assert_eq!(ours_rows, theirs_rows, "ctr content ls differs in {namespace}");
     }
     let oci = berth.ctr().in_namespace("oci").ok(&["images", "ls"]);
     assert!(oci.contains(&image.manifest_digest), "{oci}");
