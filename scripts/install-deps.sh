@@ -6,11 +6,12 @@ set -euo pipefail
 # Debian packages: the reference client and daemon (containerd: ctr), OCI
 # runtimes, busybox for test images, a registry and skopeo for pull/push
 # tests, containerd's protos for the wire-compatibility test, xfsprogs and
-# attr for the snapshotter tests (reflinks, xattrs), and a C toolchain for
-# crates that build C.
+# attr for the snapshotter tests (reflinks, xattrs), libseccomp (the
+# runtime compiles seccomp profiles with it), and a C toolchain for crates
+# that build C.
 PACKAGES=(
     containerd runc crun busybox-static docker-registry skopeo
-    golang-github-containerd-containerd-dev xfsprogs attr
+    golang-github-containerd-containerd-dev xfsprogs attr libseccomp-dev
     build-essential pkg-config git ca-certificates curl
 )
 

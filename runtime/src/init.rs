@@ -125,8 +125,9 @@ fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>) -> Error {
         process::apply_limits(process)?;
         process::enter_cwd(process)?;
         let exec = process::prepare(process)?;
-        process::become_user(process)?;
+        process::become_user(process, config.seccomp.as_ref())?;
         process::clean_inheritance(config.preserve_fds)?;
+        process::load_seccomp_last(process, config.seccomp.as_ref())?;
         Ok(exec)
     })();
     match ready {
@@ -243,7 +244,8 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
         .map_err(|e| Error::io("waiting for start", EXEC_SOCKET, &e))?;
     drop(listener);
 
-    let ready = process::become_user(process)
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let ready = process::become_user(process, seccomp)
         .and_then(|()| {
             let state = HookState::new(
                 spec,
@@ -254,7 +256,8 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             );
             hooks::run(hooks::Kind::StartContainer, spec, &state)
         })
-        .and_then(|()| process::clean_inheritance(config.preserve_fds));
+        .and_then(|()| process::clean_inheritance(config.preserve_fds))
+        .and_then(|()| process::load_seccomp_last(process, seccomp));
     let failure = match ready {
         Ok(()) => process::exec(&exec),
         Err(e) => e,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigHandler, SigSet, Signal};
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{PosixRlimitType, Process};
+use oci_spec::runtime::{LinuxSeccomp, PosixRlimitType, Process};
 
 use crate::error::{Error, Result};
 
@@ -122,7 +122,15 @@ pub fn apply_limits(process: &Process) -> Result<()> {
 /// Becomes the spec's user with the spec's capabilities: bounding set,
 /// supplementary groups, gid, uid, the other capability sets, umask,
 /// no_new_privileges.
-pub fn become_user(process: &Process) -> Result<()> {
+pub fn become_user(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+    // Without no_new_privileges, loading a filter needs CAP_SYS_ADMIN: it
+    // goes in first, while the process still has it (as runc does), and the
+    // profile must allow what follows.
+    if process.no_new_privileges() != Some(true)
+        && let Some(profile) = seccomp
+    {
+        crate::seccomp::load(profile)?;
+    }
     let capabilities = crate::capabilities::plan(process)?;
     if let Some(plan) = &capabilities {
         crate::capabilities::before_user_change(plan)?;
@@ -156,6 +164,15 @@ pub fn become_user(process: &Process) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads the seccomp filter of a process with no_new_privileges: the last
+/// step before its exec, so the filter covers only the user's program.
+pub fn load_seccomp_last(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+    match seccomp {
+        Some(profile) if process.no_new_privileges() == Some(true) => crate::seccomp::load(profile),
+        _ => Ok(()),
+    }
 }
 
 /// Enters the working directory.

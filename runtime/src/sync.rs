@@ -55,6 +55,8 @@ pub struct ExecConfig {
     pub cgroup_entry: crate::cgroups::CgroupEntry,
     /// Descriptors 3..3+n the process keeps (`--preserve-fds`).
     pub preserve_fds: i32,
+    /// The container's seccomp profile, which exec'd processes get too.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// Runtime → init.

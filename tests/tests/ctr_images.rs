@@ -71,10 +71,10 @@ fn imports_list_exactly_as_containerd_lists_them() {
         // docker archive is wrapped in) a moment after the import returns;
         // berth collects them before. Compare once containerd's GC ran.
         let ours_rows = content_rows(&ours);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut theirs_rows = content_rows(&theirs);
         while theirs_rows != ours_rows && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
             theirs_rows = content_rows(&theirs);
         }
         assert_eq!(ours_rows, theirs_rows, "ctr content ls differs in {namespace}");

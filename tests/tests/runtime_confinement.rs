@@ -158,3 +158,102 @@ fn an_unknown_capability_is_refused_naming_the_field() {
     assert!(stderr.contains("process.capabilities.effective[1]"), "{stderr}");
     assert!(runc.ids().is_empty());
 }
+
+/// A profile allowing everything except `rules`.
+fn seccomp_profile(rules: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], "syscalls": rules})
+}
+
+#[test]
+fn seccomp_rules_return_errors_and_kill() {
+    let runc = Runc::new();
+    let id = id("seccomp");
+    let bundle = Bundle::busybox(&["sh", "-c", "mkdir /tmp/d; echo mkdir=$?; echo uname=$(uname -s)"]);
+    with_writable_tmp(&bundle);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = seccomp_profile(serde_json::json!([
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+        ]));
+    });
+    let out = run(&runc, &bundle, &id);
+    assert!(out.contains("mkdir=1\n"), "{out}");
+    assert!(out.contains("uname=Linux\n"), "{out}");
+
+    // A kill action ends the process with SIGSYS (exit 128 + 31).
+    let id = self::id("seccomp-kill");
+    let bundle = Bundle::busybox(&["uname"]);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] =
+            seccomp_profile(serde_json::json!([{"names": ["uname"], "action": "SCMP_ACT_KILL_PROCESS"}]));
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+    });
+    let out = runc.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 31),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An argument condition: only changing a mode to 0700 is refused.
+    let id = self::id("seccomp-args");
+    let bundle = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "touch /tmp/f; chmod 700 /tmp/f; echo private=$?; chmod 755 /tmp/f; echo open=$?",
+    ]);
+    with_writable_tmp(&bundle);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = seccomp_profile(serde_json::json!([
+            {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 1, "value": 0o700, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 2, "value": 0o700, "op": "SCMP_CMP_EQ"}]}
+        ]));
+    });
+    let out = run(&runc, &bundle, &id);
+    assert!(out.contains("private=1\n") && out.contains("open=0\n"), "{out}");
+}
+
+#[test]
+fn an_exec_gets_the_container_seccomp_profile() {
+    let runc = Runc::new();
+    let id = id("seccomp-exec");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    with_writable_tmp(&bundle);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = seccomp_profile(serde_json::json!([
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+        ]));
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let out = runc.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "mkdir /tmp/x; echo mkdir=$?; grep Seccomp: /proc/self/status",
+    ]);
+    assert!(out.contains("mkdir=1\n"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn an_unknown_system_call_is_refused_naming_the_field() {
+    let runc = Runc::new();
+    let id = id("seccomp-bad");
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = seccomp_profile(serde_json::json!([
+            {"names": ["read"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["write", "warp_drive"], "action": "SCMP_ACT_ERRNO"}
+        ]));
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+    });
+    let stderr = runc.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(stderr.contains("linux.seccomp.syscalls[1].names[1]"), "{stderr}");
+    assert!(runc.ids().is_empty());
+    assert!(!runc.root().join(&id).exists());
+}

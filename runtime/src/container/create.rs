@@ -76,6 +76,9 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "process.terminal")?;
     hooks::check(spec)?;
+    if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        crate::seccomp::build(profile)?;
+    }
     let plan = namespaces::plan(spec)?;
 
     std::fs::DirBuilder::new()

@@ -121,6 +121,7 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         mount_namespace: PathBuf::from(format!("/proc/{}/ns/mnt", state.pid)),
         cgroup_entry,
         preserve_fds: options.preserve_fds,
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     };
     ours.send(&ToInit::Exec(Box::new(config)))?;
     let pid = match ours.recv::<FromInit>()? {
