@@ -73,9 +73,18 @@ fn intermediate() -> Result<()> {
         Some(ToInit::Exec(exec)) => return exec_intermediate(&mut channel, &exec, console.as_ref()),
         _ => return Err(Error::other("init", "no configuration received")),
     };
+    let mut before_fork: Box<dyn FnOnce() -> Result<()>> = Box::new(|| Ok(()));
+    if let Some(setup) = &config.user_namespace {
+        if let Err(e) = make_user_namespace(&mut channel) {
+            let _ = channel.send(&FromInit::Failed(e.clone()));
+            return Err(e);
+        }
+        // The cgroup files are opened with the host's credentials first.
+        before_fork = Box::new(move || unshare_owned_namespaces(setup));
+    }
     // SAFETY: this process is single-threaded (freshly exec'd, no threads
     // started), so it may move only itself and its child may run any code.
-    match unsafe { fork_into(&config.cgroup_entry, || Ok(())) } {
+    match unsafe { fork_into(&config.cgroup_entry, before_fork) } {
         Ok(Forked::Child) => {
             let outcome = container(&mut channel, &config, console.as_ref());
             if let Err(e) = outcome {
@@ -91,13 +100,42 @@ fn intermediate() -> Result<()> {
     }
 }
 
+/// Unshares a user namespace and waits for the runtime to map it.
+fn make_user_namespace(channel: &mut Channel) -> Result<()> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| Error::nix("creating the user namespace", "unshare", e))?;
+    channel.send(&FromInit::MapUsers)?;
+    match channel.recv::<ToInit>()? {
+        Some(ToInit::UsersMapped) => Ok(()),
+        _ => Err(Error::other(
+            "init",
+            "the runtime went away before mapping the user namespace",
+        )),
+    }
+}
+
+/// Unshares the namespaces a new user namespace owns, then sets the time
+/// namespace's clock offsets (before any process enters it).
+fn unshare_owned_namespaces(setup: &crate::sync::UserNamespaceSetup) -> Result<()> {
+    let flags = CloneFlags::from_bits_retain(setup.unshare);
+    if !flags.is_empty() {
+        nix::sched::unshare(flags).map_err(|e| Error::nix("creating the container's namespaces", "unshare", e))?;
+    }
+    if !setup.time_offsets.is_empty() {
+        let path = "/proc/self/timens_offsets";
+        std::fs::write(path, &setup.time_offsets).map_err(|e| Error::io("setting linux.timeOffsets", path, &e))?;
+    }
+    Ok(())
+}
+
 /// The first process of an exec: enters the mount namespace, forks the
 /// process into the container's cgroup (and, being forked, its pid
 /// namespace), reports its pid, exits.
 fn exec_intermediate(channel: &mut Channel, config: &ExecConfig, console: Option<&OwnedFd>) -> Result<()> {
     // The cgroup files are opened on the host's side, then the container's
-    // mount namespace is entered.
-    let enter = || crate::container::exec::enter_mount_namespace(&config.mount_namespace);
+    // mount and user namespaces are entered.
+    let enter =
+        || crate::container::exec::enter_mount_and_user_namespaces(config.mount_namespace_fd, config.user_namespace_fd);
     // SAFETY: this process is single-threaded (freshly exec'd, no threads
     // started), so it may move only itself and its child may run any code.
     match unsafe { fork_into(&config.cgroup_entry, enter) } {
@@ -162,7 +200,12 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| Error::nix("creating the cgroup namespace", "unshare", e))?;
     }
+    // Bound with the host's credentials: the state directory is the
+    // runtime's, closed to the namespace's root.
     let listener = listen_for_start(&config.state_dir)?;
+    if let Some(setup) = &config.user_namespace {
+        crate::user_namespace::become_root(&setup.mappings)?;
+    }
     let sys = Linux;
     let spec = &config.spec;
     let process = spec
@@ -185,6 +228,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             bundle: &config.bundle,
             cgroups: &config.cgroups,
             cgroup_ns: config.cgroup_ns,
+            user_ns: config.user_namespace.is_some(),
             no_pivot: config.no_pivot,
         };
         let runtime_hooks = hooks::has(hooks::Kind::Prestart, spec) || hooks::has(hooks::Kind::CreateRuntime, spec);

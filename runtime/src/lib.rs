@@ -22,5 +22,6 @@ pub mod state;
 pub mod sync;
 pub mod syscalls;
 pub mod terminal;
+pub mod user_namespace;
 
 pub use error::{Error, Result};

@@ -20,6 +20,9 @@ pub struct Namespaces {
     pub unshare: CloneFlags,
     /// A new cgroup namespace, unshared by the init once in its cgroup.
     pub new_cgroup: bool,
+    /// A new user namespace, unshared first by the init (see
+    /// [`crate::user_namespace`]); not part of `unshare`.
+    pub new_user: bool,
     /// Existing namespaces to join first: the open file and its type.
     pub join: Vec<(OwnedFd, CloneFlags)>,
     /// What to write to `/proc/self/timens_offsets` right after unsharing
@@ -32,6 +35,7 @@ impl Default for Namespaces {
         Self {
             unshare: CloneFlags::empty(),
             new_cgroup: false,
+            new_user: false,
             join: Vec::new(),
             time_offsets: Vec::new(),
         }
@@ -58,12 +62,6 @@ pub fn plan(spec: &Spec) -> Result<Namespaces> {
     let listed = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
     for (i, ns) in listed.into_iter().flatten().enumerate() {
         let kind = ns.typ();
-        if kind == LinuxNamespaceType::User {
-            return Err(Error::invalid(
-                format!("linux.namespaces[{i}].type"),
-                "user namespaces are not supported by this build",
-            ));
-        }
         match ns.path() {
             Some(path) => {
                 let file = std::fs::File::open(path).map_err(|e| {
@@ -75,6 +73,7 @@ pub fn plan(spec: &Spec) -> Result<Namespaces> {
                 out.join.push((OwnedFd::from(file), flag(kind)));
             }
             None if kind == LinuxNamespaceType::Cgroup => out.new_cgroup = true,
+            None if kind == LinuxNamespaceType::User => out.new_user = true,
             None => out.unshare |= flag(kind),
         }
     }

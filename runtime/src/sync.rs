@@ -40,8 +40,21 @@ pub struct InitConfig {
     pub cgroup_entry: crate::cgroups::CgroupEntry,
     /// Whether to unshare a cgroup namespace (after joining the cgroup).
     pub cgroup_ns: bool,
+    /// A new user namespace, and what to unshare once it is mapped.
+    pub user_namespace: Option<UserNamespaceSetup>,
     /// File descriptors 3..3+n the process keeps (`--preserve-fds`).
     pub preserve_fds: i32,
+}
+
+/// How the init makes a new user namespace and the namespaces it owns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserNamespaceSetup {
+    /// The maps the runtime writes.
+    pub mappings: crate::user_namespace::Mappings,
+    /// The other namespaces to unshare once mapped (clone flag bits).
+    pub unshare: i32,
+    /// What to write to `/proc/self/timens_offsets` after that.
+    pub time_offsets: Vec<u8>,
 }
 
 /// What the exec'd process needs.
@@ -49,8 +62,12 @@ pub struct InitConfig {
 pub struct ExecConfig {
     /// The process to run.
     pub process: oci_spec::runtime::Process,
-    /// The container's mount namespace (entered after the re-exec).
-    pub mount_namespace: std::path::PathBuf,
+    /// The container's mount namespace (entered after the re-exec), as a
+    /// descriptor the runtime passed open: once in the container's user
+    /// namespace, the process could no longer open it.
+    pub mount_namespace_fd: i32,
+    /// The container's user namespace, if it has one (joined last).
+    pub user_namespace_fd: Option<i32>,
     /// How to enter the container's cgroup.
     pub cgroup_entry: crate::cgroups::CgroupEntry,
     /// Descriptors 3..3+n the process keeps (`--preserve-fds`).
@@ -70,6 +87,8 @@ pub enum ToInit {
     Go,
     /// The runtime's prestart and createRuntime hooks ran.
     HooksDone,
+    /// The user namespace's maps are written.
+    UsersMapped,
 }
 
 /// Init → runtime.
@@ -77,6 +96,9 @@ pub enum ToInit {
 pub enum FromInit {
     /// The container's init pid, as the runtime's pid namespace sees it.
     Pid(i32),
+    /// The new user namespace is made: write its maps, then answer
+    /// UsersMapped.
+    MapUsers,
     /// The mounts are made (pivot_root not yet): run the prestart and
     /// createRuntime hooks, then answer HooksDone.
     RunHooks,

@@ -82,4 +82,8 @@ pub trait Syscalls {
     fn kind_of(&self, path: &Path) -> Result<Option<FileKind>>;
     /// readlink(2).
     fn read_link(&self, path: &Path) -> Result<PathBuf>;
+    /// The flags of the mount at `path` that a bind remount must keep
+    /// (nosuid, nodev, noexec and the atime ones): in a user namespace the
+    /// kernel locks those a more privileged namespace set.
+    fn kept_mount_flags(&self, path: &Path) -> Result<MsFlags>;
 }

@@ -257,3 +257,81 @@ fn an_unknown_system_call_is_refused_naming_the_field() {
     assert!(runc.ids().is_empty());
     assert!(!runc.root().join(&id).exists());
 }
+
+/// A user namespace mapping container ids 0..65536 to host ids from 100000.
+fn with_user_namespace(bundle: &Bundle, uids: serde_json::Value, gids: serde_json::Value) {
+    bundle.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        c["linux"]["uidMappings"] = uids;
+        c["linux"]["gidMappings"] = gids;
+    });
+}
+
+#[test]
+fn a_user_namespace_maps_the_container_root_to_an_unprivileged_host_id() {
+    let runc = Runc::new();
+    let id = id("userns");
+    let bundle = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; sleep 1000",
+    ]);
+    let shifted = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    with_user_namespace(&bundle, shifted.clone(), shifted);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    let mut create = runc.command(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let status = create
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(log.path()).unwrap());
+    let pid = runc.pid(&id);
+    berth_tests::wait::until(std::time::Duration::from_secs(10), "the container's output", || {
+        let out = std::fs::read_to_string(log.path()).unwrap();
+        (out.lines().count() >= 3).then_some(out)
+    });
+    let out = std::fs::read_to_string(log.path()).unwrap();
+    let maps: Vec<Vec<&str>> = out.lines().take(2).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(maps, [["0", "100000", "65536"], ["0", "100000", "65536"]], "{out}");
+    assert_eq!(out.lines().nth(2), Some("0"), "{out}");
+    // From the host, the container's root is host uid 100000.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid_line.split_whitespace().nth(1), Some("100000"), "{uid_line}");
+    // An exec joins the user namespace too.
+    let out = runc.ok(&["exec", &id, "sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    assert!(out.starts_with("0\n") && out.contains("100000"), "{out}");
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn overlapping_or_missing_mappings_are_refused_naming_the_field() {
+    let runc = Runc::new();
+    let cases = [
+        (
+            serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1000}, {"containerID": 500, "hostID": 300000, "size": 10}]),
+            serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1}]),
+            "linux.uidMappings[1]",
+        ),
+        (
+            serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1}]),
+            serde_json::json!([]),
+            "linux.gidMappings",
+        ),
+    ];
+    for (i, (uids, gids, field)) in cases.into_iter().enumerate() {
+        let id = id(&format!("userns-bad{i}"));
+        let bundle = Bundle::busybox(&["true"]);
+        with_user_namespace(&bundle, uids, gids);
+        bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+        let stderr = runc.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        assert!(stderr.contains(field), "{field} in {stderr}");
+        assert!(runc.ids().is_empty());
+        assert!(!runc.root().join(&id).exists());
+    }
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::rc::Rc;
 
+use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
 use super::{Globals, manager_for};
@@ -22,7 +23,7 @@ use crate::init::{INIT_ARG, INIT_FD_ENV};
 use crate::namespaces;
 use crate::spec::load_bundle;
 use crate::state::{self, State};
-use crate::sync::{Channel, FromInit, InitConfig, ToInit};
+use crate::sync::{Channel, FromInit, InitConfig, ToInit, UserNamespaceSetup};
 
 /// `create`'s options, as runc takes them.
 #[derive(Clone, Debug, Default)]
@@ -109,9 +110,21 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
 
     let (mut ours, theirs) = Channel::pair()?;
     let child_fd = theirs.raw_fd();
-    let unshare = plan.unshare;
     let cgroup_ns = plan.new_cgroup;
-    let time_offsets = plan.time_offsets.clone();
+    let mappings = crate::user_namespace::plan(spec, plan.new_user)?;
+    // With a new user namespace, the init unshares it first and every other
+    // namespace after its maps are written (see user_namespace); otherwise
+    // they are unshared here, before the init's exec.
+    let user_namespace = mappings.as_ref().map(|mappings| UserNamespaceSetup {
+        mappings: mappings.clone(),
+        unshare: plan.unshare.bits(),
+        time_offsets: plan.time_offsets.clone(),
+    });
+    let (unshare, time_offsets) = if user_namespace.is_some() {
+        (CloneFlags::empty(), Vec::new())
+    } else {
+        (plan.unshare, plan.time_offsets.clone())
+    };
     let joins: Vec<(i32, i32)> = plan
         .join
         .iter()
@@ -181,17 +194,30 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         cgroups: cgroup.mounts(),
         cgroup_entry,
         cgroup_ns,
+        user_namespace,
         preserve_fds: options.preserve_fds,
     };
     ours.send(&ToInit::Config(Box::new(config)))?;
-    let pid = match ours.recv::<FromInit>()? {
-        Some(FromInit::Pid(pid)) => pid,
-        Some(FromInit::Failed(e)) => return Err(e),
-        _ => {
-            return Err(Error::other(
-                "creating the container",
-                "the init exited before reporting",
-            ));
+    let pid = loop {
+        match ours.recv::<FromInit>()? {
+            Some(FromInit::Pid(pid)) => break pid,
+            Some(FromInit::MapUsers) => {
+                let Some(mappings) = &mappings else {
+                    return Err(Error::other(
+                        "creating the container",
+                        "the init asked for maps it has no use for",
+                    ));
+                };
+                crate::user_namespace::write(intermediate.id() as i32, mappings)?;
+                ours.send(&ToInit::UsersMapped)?;
+            }
+            Some(FromInit::Failed(e)) => return Err(e),
+            _ => {
+                return Err(Error::other(
+                    "creating the container",
+                    "the init exited before reporting",
+                ));
+            }
         }
     };
     cleanup.init_pid = Some(pid);

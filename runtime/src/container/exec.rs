@@ -37,10 +37,12 @@ pub struct ExecOptions {
     pub preserve_fds: i32,
 }
 
-/// The namespace files of a process, in the order they must be joined
-/// (the user namespace first; the mount namespace is joined later).
-const JOIN_ORDER: [(LinuxNamespaceType, &str); 7] = [
-    (LinuxNamespaceType::User, "user"),
+/// The namespace files joined before the re-exec. The runtime (root on
+/// the host) may join namespaces a container's user namespace owns without
+/// joining that one; the mount namespace and then the user namespace are
+/// joined last, by the re-executed process, after it entered the cgroup
+/// with the host's credentials.
+const JOIN_ORDER: [(LinuxNamespaceType, &str); 6] = [
     (LinuxNamespaceType::Ipc, "ipc"),
     (LinuxNamespaceType::Uts, "uts"),
     (LinuxNamespaceType::Network, "net"),
@@ -81,6 +83,21 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         })
         .collect::<Result<_>>()?;
     let raw_joins: Vec<(i32, i32)> = joins.iter().map(|(fd, kind)| (fd.as_raw_fd(), *kind)).collect();
+    let mount_path = format!("/proc/{}/ns/mnt", state.pid);
+    let mount_namespace = OwnedFd::from(
+        std::fs::File::open(&mount_path)
+            .map_err(|e| Error::io("opening the container's namespace", &mount_path, &e))?,
+    );
+    let mount_fd = mount_namespace.as_raw_fd();
+    let user_namespace = if crate::namespaces::has(&spec, LinuxNamespaceType::User) {
+        let path = format!("/proc/{}/ns/user", state.pid);
+        Some(OwnedFd::from(std::fs::File::open(&path).map_err(|e| {
+            Error::io("opening the container's namespace", &path, &e)
+        })?))
+    } else {
+        None
+    };
+    let user_fd = user_namespace.as_ref().map(|fd| fd.as_raw_fd()).unwrap_or(-1);
     let cgroup_entry = cgroup.create()?;
 
     let (mut ours, theirs) = Channel::pair()?;
@@ -101,7 +118,7 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for fd in [child_fd, console_fd] {
+            for fd in [child_fd, console_fd, mount_fd, user_fd] {
                 if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -114,11 +131,14 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         .map_err(|e| Error::io("entering the container's namespaces", "/proc/self/exe", &e))?;
     drop(theirs);
     drop(joins);
+    drop(mount_namespace);
+    drop(user_namespace);
     drop(console);
 
     let config = ExecConfig {
         process: options.process.clone(),
-        mount_namespace: PathBuf::from(format!("/proc/{}/ns/mnt", state.pid)),
+        mount_namespace_fd: mount_fd,
+        user_namespace_fd: (user_fd >= 0).then_some(user_fd),
         cgroup_entry,
         preserve_fds: options.preserve_fds,
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
@@ -149,9 +169,18 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
 }
 
 /// Moves this single-threaded process into the container's mount
-/// namespace (root and working directory become the container's).
-pub fn enter_mount_namespace(path: &std::path::Path) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("opening the container's mount namespace", path, &e))?;
-    nix::sched::setns(file, CloneFlags::CLONE_NEWNS)
-        .map_err(|e| Error::nix("entering the container's mount namespace", path, e))
+/// namespace (root and working directory become the container's) and then
+/// its user namespace, given the descriptors the runtime passed.
+pub fn enter_mount_and_user_namespaces(mount_fd: i32, user_fd: Option<i32>) -> Result<()> {
+    for (fd, kind) in [
+        (Some(mount_fd), CloneFlags::CLONE_NEWNS),
+        (user_fd, CloneFlags::CLONE_NEWUSER),
+    ] {
+        let Some(fd) = fd else { continue };
+        // SAFETY: the runtime passed this descriptor for this process alone.
+        let namespace = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        nix::sched::setns(namespace, kind)
+            .map_err(|e| Error::nix("entering the container's namespaces", format!("{kind:?}"), e))?;
+    }
+    Ok(())
 }

@@ -114,7 +114,9 @@ pub fn make_read_only(spec: &Spec) -> Result<()> {
         let Some((fd, _)) = open_no_follow(Path::new(path), &field)? else {
             continue;
         };
-        let flags = MsFlags::MS_BIND
+        let kept = crate::syscalls::Syscalls::kept_mount_flags(&crate::syscalls::Linux, &fd_path(&fd))?;
+        let flags = kept
+            | MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_RDONLY
             | MsFlags::MS_NOSUID

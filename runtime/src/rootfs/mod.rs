@@ -30,6 +30,9 @@ pub struct RootfsConfig<'a> {
     pub cgroups: &'a [CgroupMount],
     /// Whether the container has its own cgroup namespace.
     pub cgroup_ns: bool,
+    /// Whether the container has its own user namespace (cgroup v1
+    /// filesystems cannot be mounted there: the host's are bound).
+    pub user_ns: bool,
     /// runc's `--no-pivot`: move the rootfs onto `/` and chroot.
     pub no_pivot: bool,
 }
@@ -77,11 +80,12 @@ pub fn setup(
     }
 
     if config.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+        let kept = sys.kept_mount_flags(Path::new("/"))?;
         sys.mount(
             None,
             Path::new("/"),
             None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
             None,
         )?;
     }

@@ -58,7 +58,14 @@ fn remount(sys: &dyn Syscalls, dest: &Path, flags: MsFlags) -> Result<()> {
     if extra.is_empty() {
         return Ok(());
     }
-    sys.mount(None, dest, None, extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None)
+    let kept = sys.kept_mount_flags(dest)?;
+    sys.mount(
+        None,
+        dest,
+        None,
+        extra | kept | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+        None,
+    )
 }
 
 fn bind(
@@ -144,7 +151,7 @@ fn mount_hierarchy(
     target: &Path,
     flags: MsFlags,
 ) -> Result<()> {
-    if config.cgroup_ns {
+    if config.cgroup_ns && !config.user_ns {
         let source = Path::new(&cgroup.fstype);
         sys.mount(
             Some(source),

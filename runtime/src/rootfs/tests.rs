@@ -40,6 +40,7 @@ fn run(spec: &oci_spec::runtime::Spec, fs: &Recorder, cgroup_ns: bool, no_pivot:
         bundle: Path::new("/b"),
         cgroups: &cgroups,
         cgroup_ns,
+        user_ns: false,
         no_pivot,
     };
     setup(fs, &config, &mut || Ok(()))

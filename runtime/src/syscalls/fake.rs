@@ -216,4 +216,8 @@ impl Syscalls for Recorder {
             _ => Err(Error::sys("reading link", path, libc::EINVAL)),
         }
     }
+
+    fn kept_mount_flags(&self, _path: &Path) -> Result<MsFlags> {
+        Ok(MsFlags::empty())
+    }
 }

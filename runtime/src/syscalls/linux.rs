@@ -166,4 +166,22 @@ impl Syscalls for Linux {
     fn read_link(&self, path: &Path) -> Result<PathBuf> {
         std::fs::read_link(path).map_err(|e| Error::io("reading link", path, &e))
     }
+
+    fn kept_mount_flags(&self, path: &Path) -> Result<MsFlags> {
+        use nix::sys::statvfs::FsFlags;
+        let stat = nix::sys::statvfs::statvfs(path).map_err(|e| Error::nix("reading mount flags", path, e))?;
+        let flags = stat.flags();
+        let pairs = [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ];
+        Ok(pairs
+            .into_iter()
+            .filter(|(st, _)| flags.contains(*st))
+            .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms))
+    }
 }
