@@ -165,6 +165,7 @@ fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>) -> Error {
         let exec = process::prepare(process)?;
         process::become_user(process, config.seccomp.as_ref())?;
         process::clean_inheritance(config.preserve_fds)?;
+        crate::security_labels::apply(process)?;
         process::load_seccomp_last(process, config.seccomp.as_ref())?;
         Ok(exec)
     })();
@@ -301,6 +302,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             hooks::run(hooks::Kind::StartContainer, spec, &state)
         })
         .and_then(|()| process::clean_inheritance(config.preserve_fds))
+        .and_then(|()| crate::security_labels::apply(process))
         .and_then(|()| process::load_seccomp_last(process, seccomp));
     let failure = match ready {
         Ok(()) => process::exec(&exec),

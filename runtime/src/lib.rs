@@ -17,6 +17,8 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod security_labels;
+pub mod self_protection;
 pub mod spec;
 pub mod state;
 pub mod sync;

@@ -335,3 +335,74 @@ fn overlapping_or_missing_mappings_are_refused_naming_the_field() {
         assert!(!runc.root().join(&id).exists());
     }
 }
+
+#[test]
+fn the_runtime_binary_cannot_be_reopened_for_writing_through_the_container() {
+    use std::os::fd::AsRawFd as _;
+    let runc = Runc::new();
+    let id = id("selfprotect");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    runc.ok_detached(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    // What a process in the container could grab while the init still runs
+    // the runtime's binary: its /proc/<pid>/exe.
+    let pid = runc.pid(&id);
+    let exe = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+    runc.ok(&["start", &id]);
+    // Once the binary no longer runs there, reopening it for writing is
+    // what the attack needs; the read-only bind it ran from refuses.
+    let reopened = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    let err = reopened.expect_err("the runtime binary was writable through the container's view");
+    // EROFS; or ETXTBSY first while another test runs the same binary.
+    assert!(matches!(err.raw_os_error(), Some(libc::EROFS | libc::ETXTBSY)), "{err}");
+    // Either way, the file the container could reach sits on a read-only mount.
+    let flags = nix::sys::statvfs::fstatvfs(&exe).unwrap().flags();
+    assert!(flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY), "{flags:?}");
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn security_labels_the_host_cannot_apply_are_ignored_with_a_warning() {
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.trim() == "Y");
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    assert!(
+        !apparmor && !selinux,
+        "this test expects a host without AppArmor and SELinux, as CI's"
+    );
+    let runc = Runc::new();
+    let id = id("labels");
+    let bundle = Bundle::busybox(&["echo", "ran"]);
+    bundle.edit(|c| {
+        c["process"]["apparmorProfile"] = "berth-default".into();
+        c["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
+    });
+    let out = run(&runc, &bundle, &id);
+    assert_eq!(out, "ran\n");
+    let log = std::fs::read_to_string(runc.log_path()).unwrap();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("\"level\":\"warning\"")).collect();
+    assert!(warnings.iter().any(|l| l.contains("process.apparmorProfile")), "{log}");
+    assert!(warnings.iter().any(|l| l.contains("process.selinuxLabel")), "{log}");
+}
+
+#[test]
+fn features_lists_hooks_namespaces_capabilities_and_seccomp_as_runc_does() {
+    let runc = Runc::new();
+    let features: serde_json::Value = serde_json::from_str(&runc.ok(&["features"])).unwrap();
+    assert_eq!(features["hooks"].as_array().map(Vec::len), Some(6), "{features}");
+    let namespaces = features["linux"]["namespaces"].as_array().unwrap();
+    for ns in ["user", "time", "cgroup", "mount"] {
+        assert!(namespaces.iter().any(|n| n == ns), "{ns} in {namespaces:?}");
+    }
+    let caps = features["linux"]["capabilities"].as_array().unwrap();
+    assert!(caps.iter().any(|c| c == "CAP_SYS_ADMIN"), "{caps:?}");
+    assert_eq!(features["linux"]["seccomp"]["enabled"], true);
+    assert!(
+        features["linux"]["seccomp"]["archs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "SCMP_ARCH_X86_64")
+    );
+}

@@ -77,6 +77,11 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "process.terminal")?;
     hooks::check(spec)?;
+    if let Some(process) = spec.process() {
+        for warning in crate::security_labels::unsupported(process) {
+            (globals.warn)(&warning);
+        }
+    }
     if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         crate::seccomp::build(profile)?;
     }
@@ -130,15 +135,16 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .iter()
         .map(|(fd, kind)| (std::os::fd::AsRawFd::as_raw_fd(fd), kind.bits()))
         .collect();
-    let mut command = Command::new("/proc/self/exe");
+    let binary = crate::self_protection::ProtectedBinary::current()?;
+    let mut command = Command::new(binary.path());
     command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
     let console_fd = console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).unwrap_or(-1);
     if console_fd >= 0 {
         command.env(crate::terminal::CONSOLE_FD_ENV, console_fd.to_string());
     }
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (setns, unshare, open, write, close,
-    // fcntl) on descriptors and values prepared before the fork.
+    // async-signal-safe system calls (setns, unshare, mount, open, write,
+    // close, fcntl) on descriptors and values prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             for (fd, kind) in &joins {
@@ -149,6 +155,14 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
             if !unshare.is_empty() && libc::unshare(unshare.bits()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // A mount namespace of its own (the container's, or a throwaway
+            // one when the user namespace comes first) for the read-only
+            // binary.
+            if !unshare.contains(CloneFlags::CLONE_NEWNS) && libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Between fork and exec, as bind_read_only requires.
+            binary.bind_read_only()?;
             if !time_offsets.is_empty() {
                 // Only before a process enters the new time namespace (this
                 // one does at its exec).

@@ -69,6 +69,9 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         )
     })?;
     crate::spec::check_process(&options.process)?;
+    for warning in crate::security_labels::unsupported(&options.process) {
+        (globals.warn)(&warning);
+    }
     let terminal = options.process.terminal() == Some(true);
     let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "--tty")?;
 
@@ -103,14 +106,15 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
     let (mut ours, theirs) = Channel::pair()?;
     let child_fd = theirs.raw_fd();
     let console_fd = console.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1);
-    let mut command = Command::new("/proc/self/exe");
+    let binary = crate::self_protection::ProtectedBinary::current()?;
+    let mut command = Command::new(binary.path());
     command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
     if console_fd >= 0 {
         command.env(crate::terminal::CONSOLE_FD_ENV, console_fd.to_string());
     }
     // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe system calls (setns, fcntl) on descriptors opened
-    // before the fork.
+    // async-signal-safe system calls (setns, unshare, mount, fcntl) on
+    // descriptors and strings prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             for (fd, kind) in &raw_joins {
@@ -118,6 +122,13 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // A throwaway mount namespace for the read-only binary (the
+            // container's is entered after the exec).
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Between fork and exec, as bind_read_only requires.
+            binary.bind_read_only()?;
             for fd in [child_fd, console_fd, mount_fd, user_fd] {
                 if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());

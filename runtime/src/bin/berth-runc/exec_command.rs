@@ -91,6 +91,12 @@ fn process_from_flags(globals: &Globals, args: &ExecArgs) -> Result<Process> {
     if args.no_new_privs {
         process.set_no_new_privileges(Some(true));
     }
+    if let Some(profile) = &args.apparmor {
+        process.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &args.process_label {
+        process.set_selinux_label(Some(label.clone()));
+    }
     Ok(process)
 }
 
