@@ -186,17 +186,36 @@ fn listen_for_start(state_dir: &Path) -> Result<UnixListener> {
     listener
 }
 
-/// The container's pid 1: builds everything, then waits for start.
-fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedFd>) -> Result<()> {
-    match channel.recv::<ToInit>()? {
-        Some(ToInit::Go) => {}
-        _ => {
-            return Err(Error::other(
-                "init",
-                "the runtime went away before the cgroup was ready",
-            ));
+/// Waits for the runtime's message `want`, noting a `Go` (limits set)
+/// that comes first.
+fn await_runtime(channel: &mut Channel, limits_set: &mut bool, want: ToInit) -> Result<()> {
+    loop {
+        match channel.recv::<ToInit>()? {
+            Some(ToInit::Go) => {
+                *limits_set = true;
+                if matches!(want, ToInit::Go) {
+                    return Ok(());
+                }
+            }
+            Some(ToInit::HooksDone) if matches!(want, ToInit::HooksDone) => return Ok(()),
+            Some(other) => return Err(Error::other("init", format!("unexpected message {other:?}"))),
+            None => {
+                return Err(Error::other(
+                    "init",
+                    "the runtime went away while the container was built",
+                ));
+            }
         }
     }
+}
+
+/// The container's pid 1: builds everything, then waits for start.
+///
+/// It was forked inside its cgroup, so it builds the container while the
+/// runtime sets the limits; it needs their `Go` only before the runtime's
+/// hooks run and before it reports the container created.
+fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedFd>) -> Result<()> {
+    let mut limits_set = false;
     if config.cgroup_ns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| Error::nix("creating the cgroup namespace", "unshare", e))?;
@@ -236,10 +255,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
         let mut create_hooks = || {
             if runtime_hooks {
                 channel.send(&FromInit::RunHooks)?;
-                match channel.recv::<ToInit>()? {
-                    Some(ToInit::HooksDone) => {}
-                    _ => return Err(Error::other("init", "the runtime went away while running hooks")),
-                }
+                await_runtime(channel, &mut limits_set, ToInit::HooksDone)?;
             }
             let state = HookState::new(
                 spec,
@@ -278,6 +294,9 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     process::enter_cwd(process)?;
     let exec = process::prepare(process)?;
 
+    if !limits_set {
+        await_runtime(channel, &mut limits_set, ToInit::Go)?;
+    }
     channel.send(&FromInit::Created)?;
 
     // Wait for `start`: one connection, one byte.

@@ -83,7 +83,8 @@ pub enum ToInit {
     Config(Box<InitConfig>),
     /// Instead of a container: a process to run in an existing one.
     Exec(Box<ExecConfig>),
-    /// The cgroup is ready: build the container.
+    /// The cgroup's limits are set (the init builds the container
+    /// meanwhile and waits for this before reporting it created).
     Go,
     /// The runtime's prestart and createRuntime hooks ran.
     HooksDone,

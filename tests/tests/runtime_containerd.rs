@@ -131,10 +131,13 @@ fn ctr_run_t_and_exec_t_give_the_process_a_terminal() {
     let runc = runc_binary();
     let out = ctr_in_terminal(
         &containerd,
-        &format!("run --runc-binary {runc} -t --rm {image} tty1 sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty'"),
+        &format!(
+            "run --runc-binary {runc} -t --rm {image} tty1 sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty; [ -c /dev/console ] && echo console-ok'"
+        ),
     );
     assert!(out.contains("/dev/pts/0"), "{out}");
     assert!(out.contains("stdin-is-a-tty"), "{out}");
+    assert!(out.contains("console-ok"), "/dev/console is the terminal: {out}");
 
     ctr.ok(&["run", "--runc-binary", &runc, "-d", &image, "tty2", "sleep", "1000"]);
     let out = ctr_in_terminal(

@@ -252,7 +252,14 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .unwrap_or_default();
     resources.set_devices(Some(crate::cgroups::devices::container_rules(spec)));
     cgroup.set(&resources)?;
-    ours.send(&ToInit::Go)?;
+    // The init builds the container meanwhile; if it already failed, its
+    // report is waiting on the channel, and says more than the closed pipe.
+    if let Err(send_error) = ours.send(&ToInit::Go) {
+        return Err(match ours.recv::<FromInit>() {
+            Ok(Some(FromInit::Failed(e))) => e,
+            _ => send_error,
+        });
+    }
     loop {
         match ours.recv::<FromInit>()? {
             Some(FromInit::Created) => break,
