@@ -35,6 +35,23 @@ pub fn console_for(socket: Option<&Path>, terminal: bool, field: &str) -> Result
     }
 }
 
+/// The console connection for a process: the caller's own connected
+/// socket when it passed one, else a connection to `socket`.
+pub fn console_connection(
+    given: Option<&OwnedFd>,
+    socket: Option<&Path>,
+    terminal: bool,
+    field: &str,
+) -> Result<Option<OwnedFd>> {
+    match given {
+        Some(connected) if terminal => connected
+            .try_clone()
+            .map(Some)
+            .map_err(|e| Error::io("passing the console socket", "dup", &e)),
+        _ => console_for(socket, terminal, field),
+    }
+}
+
 /// The console socket the runtime passed, if any (and forgets the
 /// variable, so the user's process never sees it).
 pub fn inherited_socket() -> Option<OwnedFd> {

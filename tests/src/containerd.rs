@@ -53,7 +53,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         )
         .expect("containerd config");
         let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
+        // berth's shim on its PATH, so `--runtime io.containerd.berth.v2` finds it.
+        let shim_dir = binaries::berth("containerd-shim-berth-v2")
+            .parent()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_default();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(std::iter::once(shim_dir).chain(std::env::split_paths(&path))).expect("PATH");
         let mut child = Command::new(binaries::host("containerd"))
+            .env("PATH", path)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -74,6 +82,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             ttrpc_socket,
             child,
         }
+    }
+
+    /// A containerd with the busybox image imported on overlayfs, a `ctr`
+    /// for it, and the image's name.
+    pub fn with_busybox() -> (Self, Ctr, String) {
+        let containerd = Self::start();
+        let ctr = containerd.ctr();
+        let image = crate::images::busybox();
+        ctr.import("overlayfs", &image.oci_tar);
+        (containerd, ctr, image.name)
     }
 
     /// `ctr` bound to this containerd.

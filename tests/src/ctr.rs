@@ -75,6 +75,29 @@ impl Ctr {
         }
     }
 
+    /// Runs `ctr ARGS` (a shell-quoted string) under `script`, so ctr has
+    /// a terminal; must succeed; returns what the terminal showed.
+    pub fn in_terminal(&self, args: &str) -> String {
+        let command = format!(
+            "{} --address {} --namespace {} {args}",
+            binaries::host("ctr").display(),
+            self.address.display(),
+            self.namespace
+        );
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (bsdutils)");
+        assert!(
+            out.status.success(),
+            "{command}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs a command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

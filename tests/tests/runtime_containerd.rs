@@ -5,23 +5,15 @@ use std::time::Duration;
 
 use berth_tests::containerd::Containerd;
 use berth_tests::ctr::Ctr;
-use berth_tests::{binaries, images, wait};
+use berth_tests::{binaries, wait};
 
 fn runc_binary() -> String {
     binaries::berth("berth-runc").display().to_string()
 }
 
-fn prepared() -> (Containerd, Ctr, String) {
-    let containerd = Containerd::start();
-    let ctr = containerd.ctr();
-    let image = images::busybox();
-    ctr.import("overlayfs", &image.oci_tar);
-    (containerd, ctr, image.name.clone())
-}
-
 #[test]
 fn ctr_run_rm_prints_the_output_of_the_container() {
-    let (_containerd, ctr, image) = prepared();
+    let (_containerd, ctr, image) = Containerd::with_busybox();
     let runc = runc_binary();
     let out = ctr.ok(&["run", "--runc-binary", &runc, "--rm", &image, "hello", "echo", "hi"]);
     assert_eq!(out, "hi\n");
@@ -42,7 +34,7 @@ fn ctr_run_rm_prints_the_output_of_the_container() {
 
 #[test]
 fn a_detached_task_pauses_resumes_reports_metrics_and_is_killed() {
-    let (_containerd, ctr, image) = prepared();
+    let (_containerd, ctr, image) = Containerd::with_busybox();
     let runc = runc_binary();
     ctr.ok(&["run", "--runc-binary", &runc, "-d", &image, "bg", "sleep", "1000"]);
     let status = |ctr: &Ctr| {
@@ -103,47 +95,19 @@ fn a_detached_task_pauses_resumes_reports_metrics_and_is_killed() {
     assert!(ctr.ok(&["task", "ls", "-q"]).trim().is_empty());
 }
 
-/// Runs `ctr ARGS` under `script`, so ctr has a terminal; returns what the
-/// terminal showed.
-fn ctr_in_terminal(containerd: &Containerd, args: &str) -> String {
-    let command = format!(
-        "{} --address {} --namespace default {args}",
-        binaries::host("ctr").display(),
-        containerd.socket.display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("script (bsdutils)");
-    assert!(
-        out.status.success(),
-        "{command}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn ctr_run_t_and_exec_t_give_the_process_a_terminal() {
-    let (containerd, ctr, image) = prepared();
+    let (_containerd, ctr, image) = Containerd::with_busybox();
     let runc = runc_binary();
-    let out = ctr_in_terminal(
-        &containerd,
-        &format!(
-            "run --runc-binary {runc} -t --rm {image} tty1 sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty; [ -c /dev/console ] && echo console-ok'"
-        ),
-    );
+    let out = ctr.in_terminal(&format!(
+        "run --runc-binary {runc} -t --rm {image} tty1 sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty; [ -c /dev/console ] && echo console-ok'"
+    ));
     assert!(out.contains("/dev/pts/0"), "{out}");
     assert!(out.contains("stdin-is-a-tty"), "{out}");
     assert!(out.contains("console-ok"), "/dev/console is the terminal: {out}");
 
     ctr.ok(&["run", "--runc-binary", &runc, "-d", &image, "tty2", "sleep", "1000"]);
-    let out = ctr_in_terminal(
-        &containerd,
-        "task exec --exec-id e1 -t tty2 sh -c 'tty; echo exec-done'",
-    );
+    let out = ctr.in_terminal("task exec --exec-id e1 -t tty2 sh -c 'tty; echo exec-done'");
     assert!(out.contains("/dev/pts/"), "{out}");
     assert!(out.contains("exec-done"), "{out}");
     ctr.ok(&["task", "kill", "-s", "SIGKILL", "tty2"]);

@@ -26,7 +26,7 @@ use crate::state::{self, State};
 use crate::sync::{Channel, FromInit, InitConfig, ToInit, UserNamespaceSetup};
 
 /// `create`'s options, as runc takes them.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct CreateOptions {
     /// Container id.
     pub id: String,
@@ -42,6 +42,11 @@ pub struct CreateOptions {
     pub no_new_keyring: bool,
     /// Descriptors 3..3+n passed to the process.
     pub preserve_fds: i32,
+    /// The process's stdio, instead of the caller's.
+    pub stdio: Option<super::ProcessStdio>,
+    /// A connected socket to send the terminal's master over, instead of
+    /// connecting to `console_socket`.
+    pub console: Option<std::os::fd::OwnedFd>,
 }
 
 /// Undoes a half-made container unless disarmed.
@@ -75,7 +80,12 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     let bundle = load_bundle(&options.bundle)?;
     let spec = &bundle.spec;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
-    let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "process.terminal")?;
+    let console = crate::terminal::console_connection(
+        options.console.as_ref(),
+        options.console_socket.as_deref(),
+        terminal,
+        "process.terminal",
+    )?;
     hooks::check(spec)?;
     if let Some(process) = spec.process() {
         for warning in crate::security_labels::unsupported(process) {
@@ -137,6 +147,9 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .collect();
     let binary = crate::self_protection::ProtectedBinary::current()?;
     let mut command = Command::new(binary.path());
+    if let Some(stdio) = &options.stdio {
+        stdio.attach(&mut command)?;
+    }
     command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
     let console_fd = console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).unwrap_or(-1);
     if console_fd >= 0 {

@@ -23,7 +23,7 @@ use crate::state::Status;
 use crate::sync::{Channel, ExecConfig, FromInit, ToInit};
 
 /// `exec`'s options.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ExecOptions {
     /// Container id.
     pub id: String,
@@ -35,6 +35,11 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     /// Descriptors 3..3+n passed to the process.
     pub preserve_fds: i32,
+    /// The process's stdio, instead of the caller's.
+    pub stdio: Option<super::ProcessStdio>,
+    /// A connected socket to send the terminal's master over, instead of
+    /// connecting to `console_socket`.
+    pub console: Option<OwnedFd>,
 }
 
 /// The namespace files joined before the re-exec. The runtime (root on
@@ -73,7 +78,12 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         (globals.warn)(&warning);
     }
     let terminal = options.process.terminal() == Some(true);
-    let console = crate::terminal::console_for(options.console_socket.as_deref(), terminal, "--tty")?;
+    let console = crate::terminal::console_connection(
+        options.console.as_ref(),
+        options.console_socket.as_deref(),
+        terminal,
+        "--tty",
+    )?;
 
     let joins: Vec<(OwnedFd, i32)> = JOIN_ORDER
         .iter()
@@ -108,6 +118,9 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
     let console_fd = console.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1);
     let binary = crate::self_protection::ProtectedBinary::current()?;
     let mut command = Command::new(binary.path());
+    if let Some(stdio) = &options.stdio {
+        stdio.attach(&mut command)?;
+    }
     command.arg(INIT_ARG).env(INIT_FD_ENV, child_fd.to_string());
     if console_fd >= 0 {
         command.env(crate::terminal::CONSOLE_FD_ENV, console_fd.to_string());

@@ -37,6 +37,34 @@ impl Default for Globals {
     }
 }
 
+/// Where a process's stdin, stdout and stderr go, when not to the
+/// caller's own (a shim passes pipes and files).
+#[derive(Debug)]
+pub struct ProcessStdio {
+    /// Standard input.
+    pub stdin: std::os::fd::OwnedFd,
+    /// Standard output.
+    pub stdout: std::os::fd::OwnedFd,
+    /// Standard error.
+    pub stderr: std::os::fd::OwnedFd,
+}
+
+impl ProcessStdio {
+    /// Sets `command`'s standard descriptors to duplicates of these.
+    pub fn attach(&self, command: &mut std::process::Command) -> Result<()> {
+        let dup = |fd: &std::os::fd::OwnedFd| {
+            fd.try_clone()
+                .map(std::process::Stdio::from)
+                .map_err(|e| Error::io("passing the process's stdio", "dup", &e))
+        };
+        command
+            .stdin(dup(&self.stdin)?)
+            .stdout(dup(&self.stdout)?)
+            .stderr(dup(&self.stderr)?);
+        Ok(())
+    }
+}
+
 /// The spec in a container's bundle, if it can still be read (for the
 /// hooks of start and delete).
 pub fn bundle_spec(state: &State) -> Option<oci_spec::runtime::Spec> {

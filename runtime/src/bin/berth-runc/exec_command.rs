@@ -115,6 +115,8 @@ pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32) -> Result<
         pid_file: args.pid_file.clone(),
         console_socket: args.console_socket.clone(),
         preserve_fds: args.preserve_fds,
+        stdio: None,
+        console: None,
     };
     let pid = exec(globals, &options)?;
     if args.detach {
