@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod mount;
 pub mod mount_options;
 pub mod plugin;
+pub mod runtime;
 pub mod shutdown;
 pub mod snapshots;
 pub mod timestamps;

@@ -13,6 +13,7 @@ pub fn registry() -> Registry {
     registry.register(berth_snapshotters::native_registration());
     registry.register(berth_snapshotters::differ::registration());
     registry.register(berth_core::gc::registration());
+    registry.register(berth_core::runtime::registration());
     for registration in berth_services::registrations() {
         registry.register(registration);
     }

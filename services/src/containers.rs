@@ -17,6 +17,7 @@ use berth_core::filters::{Adaptor, Filter, label_field, string_field};
 use berth_core::gc::GarbageCollector;
 use berth_core::metadata::{MetadataStore, containers};
 use berth_core::plugin::{Registration, types};
+use berth_core::runtime::RuntimeManager;
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
@@ -29,12 +30,24 @@ pub struct ContainersService {
     meta: MetadataStore,
     events: Arc<Exchange>,
     gc: GarbageCollector,
+    runtime: Option<Arc<RuntimeManager>>,
 }
 
 impl ContainersService {
     /// A service over `meta`, publishing on `events`, collecting with `gc`.
     pub fn new(meta: MetadataStore, events: Arc<Exchange>, gc: GarbageCollector) -> Self {
-        Self { meta, events, gc }
+        Self {
+            meta,
+            events,
+            gc,
+            runtime: None,
+        }
+    }
+
+    /// The same service refusing to delete containers with a live task.
+    pub fn with_runtime(mut self, runtime: Arc<RuntimeManager>) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     async fn matching(&self, namespace: String, filters: &[String]) -> Result<Vec<Container>, Status> {
@@ -167,6 +180,12 @@ impl Containers for ContainersService {
     async fn delete(&self, request: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
         let namespace = required(&request)?;
         let id = request.into_inner().id;
+        if self.runtime.as_ref().is_some_and(|r| r.get(&namespace, &id).is_some()) {
+            return Err(Error::failed_precondition(format!(
+                "container {id}: cannot delete a container with an existing task"
+            ))
+            .into());
+        }
         let (ns, target) = (namespace.clone(), id.clone());
         self.meta
             .write(move |txn| containers::delete(txn, &ns, &target).map(|_| ()))
@@ -183,18 +202,18 @@ pub fn registration() -> Registration {
     Registration {
         plugin_type: types::GRPC,
         id: "containers",
-        requires: &[types::METADATA, types::GC, types::EVENT],
+        requires: &[types::METADATA, types::GC, types::EVENT, types::RUNTIME_V2],
         default_config: None,
         init: Box::new(|ctx| {
             Box::pin(async move {
                 let meta: Arc<MetadataStore> = ctx.get(types::METADATA)?;
                 let gc: Arc<GarbageCollector> = ctx.get(types::GC)?;
                 let events: Arc<Exchange> = ctx.get(types::EVENT)?;
-                routed_service!(
-                    ctx,
-                    ContainersServer::new(ContainersService::new((*meta).clone(), events, (*gc).clone())),
-                    namespace_required
-                )
+                let mut service = ContainersService::new((*meta).clone(), events, (*gc).clone());
+                if let Ok(runtime) = ctx.get::<RuntimeManager>(types::RUNTIME_V2) {
+                    service = service.with_runtime(runtime);
+                }
+                routed_service!(ctx, ContainersServer::new(service), namespace_required)
             })
         }),
     }

@@ -32,6 +32,7 @@ pub mod leases;
 pub mod namespace_header;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 use berth_core::events::Exchange;
@@ -57,6 +58,7 @@ pub fn registrations() -> Vec<Registration> {
         containers::registration(),
         leases::registration(),
         snapshots::registration(),
+        tasks::registration(),
         diff::registration(),
         health::registration(),
     ]
