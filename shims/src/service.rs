@@ -395,22 +395,25 @@ impl Task for Shim {
                     request.id
                 )));
             }
+            let globals = self.globals();
+            let inner = Arc::clone(&self.inner);
             let id = request.id.clone();
-            self.runtime(true, move |globals| {
-                berth_runtime::container::start::start(globals, &id)
-            })
-            .await?;
-            self.with_container(&request.id, |c| {
-                c.init.started = true;
-                Ok(())
-            })?;
-            self.inner.publisher.publish(
-                "/tasks/start",
-                &TaskStart {
-                    container_id: request.id,
-                    pid,
-                },
-            );
+            joined(
+                tokio::task::spawn_blocking(move || {
+                    // The start event goes out before the reaper can report
+                    // the exit of a process that ends at once.
+                    let _children = inner.children.blocking_lock();
+                    berth_runtime::container::start::start(&globals, &id).map_err(runtime_error)?;
+                    if let Some(c) = inner.container.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                        c.init.started = true;
+                    }
+                    inner
+                        .publisher
+                        .publish("/tasks/start", &TaskStart { container_id: id, pid });
+                    Ok(())
+                })
+                .await,
+            )?;
             return Ok(StartResponse { pid });
         }
         // An exec: run it now.
@@ -447,6 +450,15 @@ impl Task for Shim {
                     process.pid = pid;
                     process.started = true;
                 }
+                // Before the reaper can report its exit.
+                inner.publisher.publish(
+                    "/tasks/exec-started",
+                    &TaskExecStarted {
+                        container_id: options.id.clone(),
+                        exec_id: exec_id.clone(),
+                        pid,
+                    },
+                );
                 Ok(pid)
             })
             .await,
@@ -458,14 +470,6 @@ impl Task for Shim {
             }
             Ok(())
         })?;
-        self.inner.publisher.publish(
-            "/tasks/exec-started",
-            &TaskExecStarted {
-                container_id: request.id,
-                exec_id: request.exec_id,
-                pid,
-            },
-        );
         Ok(StartResponse { pid })
     }
 

@@ -105,27 +105,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 }
 
-impl Containerd {
-    /// Deletes every task (killing its processes, so its shim exits and
-    /// unmounts the rootfs) and every container, in every namespace.
-    fn remove_tasks_and_containers(&self) {
-        let ctr = self.ctr();
-        let namespaces = ctr.run(&["namespaces", "ls", "-q"]).stdout;
-        for namespace in namespaces.lines() {
-            let ctr = ctr.in_namespace(namespace);
-            for task in ctr.run(&["tasks", "ls", "-q"]).stdout.lines() {
-                let _ = ctr.run(&["tasks", "rm", "--force", task]);
-            }
-            for container in ctr.run(&["containers", "ls", "-q"]).stdout.lines() {
-                let _ = ctr.run(&["containers", "rm", container]);
-            }
-        }
-    }
-}
-
 impl Drop for Containerd {
     fn drop(&mut self) {
-        self.remove_tasks_and_containers();
+        self.ctr().remove_all_tasks_and_containers();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

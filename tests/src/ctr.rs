@@ -75,6 +75,45 @@ impl Ctr {
         }
     }
 
+    /// The STATUS column of `ctr task ls` for task `id` (empty if absent).
+    pub fn task_status(&self, id: &str) -> String {
+        self.ok(&["task", "ls"])
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().last().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Waits until task `id` has status `want`.
+    pub fn wait_task_status(&self, id: &str, want: &str) {
+        wait::until(Duration::from_secs(10), &format!("{id} to be {want}"), || {
+            (self.task_status(id) == want).then_some(())
+        });
+    }
+
+    /// Deletes every task (killing its processes, so its shim exits and
+    /// unmounts the rootfs) and every container, in every namespace, and
+    /// the namespaces' cgroup parents once empty.
+    pub fn remove_all_tasks_and_containers(&self) {
+        let namespaces = self.run(&["namespaces", "ls", "-q"]).stdout;
+        for namespace in namespaces.lines() {
+            let ctr = self.in_namespace(namespace);
+            for task in ctr.run(&["tasks", "ls", "-q"]).stdout.lines() {
+                let _ = ctr.run(&["tasks", "rm", "--force", task]);
+            }
+            for container in ctr.run(&["containers", "ls", "-q"]).stdout.lines() {
+                let _ = ctr.run(&["containers", "rm", container]);
+            }
+            // The runtimes' cgroup parent for the namespace (ctr puts
+            // containers in /<namespace>/<id>); still in use elsewhere, it stays.
+            if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+                for hierarchy in hierarchies.flatten() {
+                    let _ = std::fs::remove_dir(hierarchy.path().join(namespace));
+                }
+            }
+        }
+    }
+
     /// Runs `ctr ARGS` (a shell-quoted string) under `script`, so ctr has
     /// a terminal; must succeed; returns what the terminal showed.
     pub fn in_terminal(&self, args: &str) -> String {

@@ -38,8 +38,17 @@ impl Daemon {
         Self::start_with(&[])
     }
 
+    /// Starts berthd with `config` as its configuration file.
+    pub fn start_with_config(config: &str) -> Self {
+        Self::start_configured(config, &[])
+    }
+
     /// Starts berthd with extra command-line arguments.
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_configured("version = 2\n", extra_args)
+    }
+
+    fn start_configured(config: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("berth-it").tempdir().expect("temp dir");
         let mut daemon = Self {
             root: dir.path().join("root"),
@@ -50,6 +59,7 @@ impl Daemon {
             dir,
             child: None,
         };
+        std::fs::write(daemon.dir.path().join("config.toml"), config).expect("config file");
         daemon.launch();
         daemon
     }
@@ -190,6 +200,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Tasks outlive the daemon by design: delete them while it answers.
+        if self.is_running() {
+            self.ctr().remove_all_tasks_and_containers();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

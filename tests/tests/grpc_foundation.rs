@@ -292,13 +292,14 @@ async fn health_reports_serving_for_the_server_and_its_services() {
 
 #[tokio::test]
 async fn unregistered_services_are_unimplemented() {
-    // Tasks is not served until berth runs containers.
-    use berth_api::containerd::services::tasks::v1::ListTasksRequest;
-    use berth_api::containerd::services::tasks::v1::tasks_client::TasksClient;
+    // Transfer (a containerd 2.0 service) is not served.
+    use tonic::codegen::http::uri::PathAndQuery;
     let daemon = Daemon::start();
-    let mut tasks = TasksClient::new(daemon.channel().await);
-    let status = tasks
-        .list(namespaced("default", ListTasksRequest::default()))
+    let mut grpc = tonic::client::Grpc::new(daemon.channel().await);
+    grpc.ready().await.unwrap();
+    let path = PathAndQuery::from_static("/containerd.services.transfer.v1.Transfer/Transfer");
+    let status = grpc
+        .unary::<(), (), _>(namespaced("default", ()), path, tonic_prost::ProstCodec::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);

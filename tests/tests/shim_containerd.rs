@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use berth_tests::containerd::Containerd;
-use berth_tests::ctr::Ctr;
 use berth_tests::wait;
 
 const RUNTIME: &str = "io.containerd.berth.v2";
@@ -22,14 +21,6 @@ fn berth_shims() -> usize {
             })
         })
         .count()
-}
-
-fn task_status(ctr: &Ctr, id: &str) -> String {
-    ctr.ok(&["task", "ls"])
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().last().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[test]
@@ -51,7 +42,7 @@ fn run_rm_prints_the_output_and_returns_the_exit_code() {
 fn a_detached_task_execs_pauses_reports_metrics_and_is_killed() {
     let (_containerd, ctr, image) = Containerd::with_busybox();
     ctr.ok(&["run", "--runtime", RUNTIME, "-d", &image, "d1", "sleep", "1000"]);
-    assert_eq!(task_status(&ctr, "d1"), "RUNNING");
+    assert_eq!(ctr.task_status("d1"), "RUNNING");
     let out = ctr.ok(&["task", "exec", "--exec-id", "e1", "d1", "ps", "-o", "pid,args"]);
     assert!(
         out.lines()
@@ -67,16 +58,16 @@ fn a_detached_task_execs_pauses_reports_metrics_and_is_killed() {
     let ps = ctr.ok(&["task", "ps", "d1"]);
     assert!(ps.lines().count() >= 2, "{ps}");
     ctr.ok(&["task", "pause", "d1"]);
-    assert_eq!(task_status(&ctr, "d1"), "PAUSED");
+    assert_eq!(ctr.task_status("d1"), "PAUSED");
     ctr.ok(&["task", "resume", "d1"]);
-    assert_eq!(task_status(&ctr, "d1"), "RUNNING");
+    assert_eq!(ctr.task_status("d1"), "RUNNING");
     let metrics = ctr.ok(&["task", "metrics", "d1"]);
     for row in ["memory.usage_in_bytes", "cpuacct.usage", "pids.current"] {
         assert!(metrics.contains(row), "{row} in {metrics}");
     }
     ctr.ok(&["task", "kill", "-s", "SIGKILL", "d1"]);
     wait::until(Duration::from_secs(10), "the task to stop", || {
-        (task_status(&ctr, "d1") == "STOPPED").then_some(())
+        (ctr.task_status("d1") == "STOPPED").then_some(())
     });
     let again = ctr.run(&["task", "kill", "-s", "SIGKILL", "d1"]);
     assert!(
