@@ -32,4 +32,11 @@ done
 
 echo "berthd is running (pid $(cat "$PIDFILE"), log $LOG)"
 ctr -a "$SOCKET" version
-ctr -a "$SOCKET" plugins ls
+
+# An image built here from Debian's busybox-static (no network), and a
+# container from it, through berth's shim and runtime.
+IMAGE_TAR=/var/lib/berth-quickstart/busybox.tar
+mkdir -p "$(dirname "$IMAGE_TAR")"
+IMAGE=$(./scripts/busybox-image.sh "$IMAGE_TAR")
+ctr -a "$SOCKET" images import "$IMAGE_TAR"
+ctr -a "$SOCKET" run --rm "$IMAGE" quickstart-hello echo "hello from a berth container"

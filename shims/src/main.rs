@@ -8,6 +8,7 @@ mod args;
 mod delete;
 mod events;
 mod metrics;
+mod oom;
 mod service;
 mod start;
 mod stdio;

@@ -367,6 +367,16 @@ impl Task for Shim {
             c.init.stdio = running.take();
             Ok(())
         })?;
+        let id = request.id.clone();
+        if let Ok(Some(source)) = self
+            .runtime(false, move |globals| {
+                let (_, cgroup, _) = berth_runtime::container::load(globals, &id)?;
+                Ok(cgroup.oom_source())
+            })
+            .await
+        {
+            crate::oom::watch(source, request.id.clone(), self.inner.publisher.clone());
+        }
         self.inner.publisher.publish(
             "/tasks/create",
             &TaskCreate {

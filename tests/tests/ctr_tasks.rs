@@ -278,3 +278,22 @@ fn berthd_drives_debians_runc_shim_when_configured() {
     );
     let _ = std::fs::remove_dir(&runc_state);
 }
+
+#[test]
+fn an_out_of_memory_kill_is_reported_as_an_event() {
+    let (_daemon, ctr, image) = prepared();
+    let events = ctr.subscribe(&[]);
+    let out = ctr.run(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        "33554432",
+        &image,
+        "oom",
+        "tail",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", out.stderr);
+    let line = events.wait_for_line(&["/tasks/oom", "\"oom\""], Duration::from_secs(10));
+    assert!(line.contains("container_id"), "{line}");
+}

@@ -13,7 +13,7 @@ use super::layout::Layout;
 use super::stats::Stats;
 use super::v1::V1;
 use super::v2::V2;
-use super::{Backend, CgroupEntry, CgroupManager, CgroupMount, apply_resources};
+use super::{Backend, CgroupEntry, CgroupManager, CgroupMount, OomSource, apply_resources};
 use crate::error::Result;
 
 /// A container's cgroup on a hybrid host.
@@ -111,6 +111,10 @@ impl CgroupManager for Hybrid {
     fn destroy(&self) -> Result<()> {
         self.v1.destroy()?;
         self.v2.destroy()
+    }
+
+    fn oom_source(&self) -> Option<OomSource> {
+        self.v1.oom_source().or_else(|| self.v2.oom_source())
     }
 
     fn mounts(&self) -> Vec<CgroupMount> {

@@ -77,6 +77,18 @@ pub trait CgroupManager: std::fmt::Debug {
     fn destroy(&self) -> Result<()>;
     /// What the container's /sys/fs/cgroup is made of.
     fn mounts(&self) -> Vec<CgroupMount>;
+    /// Where the kernel reports the cgroup's out-of-memory kills.
+    fn oom_source(&self) -> Option<OomSource>;
+}
+
+/// Where a cgroup's OOM kills are reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OomSource {
+    /// A v1 memory directory: `memory.oom_control` through
+    /// `cgroup.event_control` and an eventfd.
+    V1(PathBuf),
+    /// A cgroup2 directory: the `oom_kill` count in `memory.events`.
+    V2(PathBuf),
 }
 
 /// How a backend sets each kind of resource.

@@ -10,7 +10,9 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxHugepage
 use super::files::{self, read, read_keyed, read_u64_or_zero, write, write_if_present};
 use super::layout::{Layout, V1Hierarchy};
 use super::stats::{CpuStats, HugetlbStats, MemoryStats, PidsStats, Stats};
-use super::{Backend, CgroupEntry, CgroupManager, CgroupMount, apply_resources, devices, dir_in, signal_each_frozen};
+use super::{
+    Backend, CgroupEntry, CgroupManager, CgroupMount, OomSource, apply_resources, devices, dir_in, signal_each_frozen,
+};
 use crate::error::{Error, Result};
 
 /// USER_HZ: the unit of cpuacct.stat.
@@ -394,6 +396,10 @@ impl CgroupManager for V1 {
             files::remove_dir(dir)?;
         }
         Ok(())
+    }
+
+    fn oom_source(&self) -> Option<OomSource> {
+        self.dir("memory").map(|d| OomSource::V1(d.to_path_buf()))
     }
 
     fn mounts(&self) -> Vec<CgroupMount> {

@@ -10,7 +10,9 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxHugepage
 use super::files::{self, read, read_keyed, read_u64_or_zero, write, write_if_present};
 use super::layout::Layout;
 use super::stats::{CpuStats, HugetlbStats, MemoryStats, PidsStats, Stats};
-use super::{Backend, CgroupEntry, CgroupManager, CgroupMount, apply_resources, bpf, dir_in, signal_each_frozen};
+use super::{
+    Backend, CgroupEntry, CgroupManager, CgroupMount, OomSource, apply_resources, bpf, dir_in, signal_each_frozen,
+};
 use crate::error::{Error, Result};
 
 /// A container's cgroup in the unified hierarchy.
@@ -354,6 +356,10 @@ impl CgroupManager for V2 {
 
     fn destroy(&self) -> Result<()> {
         files::remove_dir(&self.dir)
+    }
+
+    fn oom_source(&self) -> Option<OomSource> {
+        self.has("memory").then(|| OomSource::V2(self.dir.clone()))
     }
 
     fn mounts(&self) -> Vec<CgroupMount> {
