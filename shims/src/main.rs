@@ -5,6 +5,7 @@
 //! running when the daemon stops, restarts or crashes.
 
 mod args;
+mod binary_logger;
 mod delete;
 mod events;
 mod metrics;

@@ -323,6 +323,8 @@ impl Task for Shim {
             stdout: request.stdout.clone(),
             stderr: request.stderr.clone(),
             terminal: request.terminal,
+            namespace: self.inner.publisher.namespace().to_string(),
+            id: request.id.clone(),
         };
         let rootfs_mounted = mount_rootfs(&bundle, &request.rootfs)?;
         let mut setup = stdio::Setup::new(&io)?;
@@ -570,6 +572,8 @@ impl Task for Shim {
                 stdout: request.stdout.clone(),
                 stderr: request.stderr.clone(),
                 terminal: request.terminal,
+                namespace: self.inner.publisher.namespace().to_string(),
+                id: request.id.clone(),
             });
             let mut spec = spec;
             spec.set_terminal(Some(request.terminal));

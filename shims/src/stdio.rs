@@ -18,6 +18,7 @@ use tokio::sync::watch;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Target {
     Null,
+    Binary(crate::binary_logger::Logger),
     Fifo(PathBuf),
     File(PathBuf),
 }
@@ -29,10 +30,8 @@ fn target(uri: &str) -> Result<Target, tonic::Status> {
     if let Some(path) = uri.strip_prefix("file://") {
         return Ok(Target::File(PathBuf::from(path)));
     }
-    if uri.starts_with("binary://") {
-        return Err(tonic::Status::unimplemented(format!(
-            "{uri}: binary:// loggers are not offered"
-        )));
+    if let Some(logger) = crate::binary_logger::parse(uri) {
+        return Ok(Target::Binary(logger));
     }
     let path = uri.strip_prefix("fifo://").unwrap_or(uri);
     Ok(Target::Fifo(PathBuf::from(path)))
@@ -164,13 +163,17 @@ pub struct Request {
     pub stderr: String,
     /// Whether the process has a terminal.
     pub terminal: bool,
+    /// The namespace and container id (for `binary://` loggers).
+    pub namespace: String,
+    /// The container id.
+    pub id: String,
 }
 
 /// Descriptors for a process without a terminal, and the copiers started.
 pub fn prepare(request: &Request) -> Result<(ProcessStdio, Stdio), tonic::Status> {
     let (close_stdin, closed) = watch::channel(false);
     let stdin = match target(&request.stdin)? {
-        Target::Null => dev_null(false)?,
+        Target::Null | Target::Binary(_) => dev_null(false)?,
         Target::File(path) => {
             let file = std::fs::File::open(&path).map_err(|e| status("opening stdin", &path, e))?;
             file.into()
@@ -184,7 +187,7 @@ pub fn prepare(request: &Request) -> Result<(ProcessStdio, Stdio), tonic::Status
     };
     let output = |uri: &str| -> Result<OwnedFd, tonic::Status> {
         match target(uri)? {
-            Target::Null => dev_null(true),
+            Target::Null | Target::Binary(_) => dev_null(true),
             Target::File(path) => append_file(&path),
             Target::Fifo(path) => {
                 let (read, write) = pipe_pair()?;
@@ -194,6 +197,17 @@ pub fn prepare(request: &Request) -> Result<(ProcessStdio, Stdio), tonic::Status
             }
         }
     };
+    if let Target::Binary(logger) = target(&request.stdout)? {
+        // One logger takes both streams.
+        let (stdout, stderr) = crate::binary_logger::start(&logger, &request.namespace, &request.id)?;
+        return Ok((
+            ProcessStdio { stdin, stdout, stderr },
+            Stdio {
+                close_stdin,
+                master: None,
+            },
+        ));
+    }
     let stdout = output(&request.stdout)?;
     let stderr = if request.stderr == request.stdout && request.stdout.starts_with("file://") {
         stdout

@@ -297,3 +297,39 @@ fn an_out_of_memory_kill_is_reported_as_an_event() {
     let line = events.wait_for_line(&["/tasks/oom", "\"oom\""], Duration::from_secs(10));
     assert!(line.contains("container_id"), "{line}");
 }
+
+#[test]
+fn a_binary_logger_receives_the_output() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (daemon, ctr, image) = prepared();
+    let logger = daemon.dir().join("logger.sh");
+    let out = daemon.dir().join("logged.txt");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\n# fd 3: stdout, fd 4: stderr, fd 5: closed when ready\n\
+         out=$1\necho \"id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE\" > \"$out\"\n\
+         cat <&3 >> \"$out\" 5>&- &\ncat <&4 >> \"$out\" 5>&- &\nexec 5>&-\nwait\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let uri = format!("binary://{}?{}", logger.display(), out.display());
+    ctr.ok(&[
+        "run",
+        "--log-uri",
+        &uri,
+        "-d",
+        &image,
+        "logged",
+        "sh",
+        "-c",
+        "echo out-line; echo err-line >&2",
+    ]);
+    ctr.wait_task_status("logged", "STOPPED");
+    wait::until(Duration::from_secs(10), "the logger to write", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        (text.contains("out-line") && text.contains("err-line")).then_some(text)
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("id=logged ns=default\n"), "{text}");
+    ctr.ok(&["task", "rm", "logged"]);
+}
