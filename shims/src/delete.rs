@@ -9,6 +9,7 @@ use berth_runtime::container::Globals;
 use prost::Message as _;
 
 use crate::args::Args;
+use crate::container_runtime::{Binary, ContainerRuntime, InProcess};
 
 /// Runs `delete` for the container of `args`.
 pub fn run(args: &Args) -> Result<(), String> {
@@ -18,8 +19,13 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let pid = berth_runtime::container::query::stored(&globals, &args.id)
         .map(|state| state.pid as u32)
+        .or_else(|_| std::fs::read_to_string(args.bundle.join("init.pid")).map(|p| p.trim().parse().unwrap_or(0)))
         .unwrap_or(0);
-    match berth_runtime::container::delete::delete(&globals, &args.id, true) {
+    let runtime: Box<dyn ContainerRuntime> = match Binary::recorded(&args.bundle) {
+        Some(binary) => Box::new(binary),
+        None => Box::new(InProcess { globals }),
+    };
+    match runtime.delete(&args.id, true) {
         Ok(()) => {}
         Err(e) if e.kind == berth_runtime::error::Kind::NotFound => {}
         Err(e) => return Err(e.to_string()),

@@ -6,6 +6,7 @@
 
 mod args;
 mod binary_logger;
+mod container_runtime;
 mod delete;
 mod events;
 mod metrics;

@@ -29,6 +29,7 @@ use prost_types::Timestamp;
 use tokio::sync::watch;
 use tonic::Status;
 
+use crate::container_runtime::{Binary, ContainerRuntime, InProcess};
 use crate::events::Publisher;
 use crate::stdio;
 
@@ -88,8 +89,8 @@ struct Container {
 /// What the service shares with the reaper.
 #[derive(Debug)]
 pub struct Inner {
-    /// The runtime's state root and options.
-    globals: Mutex<Globals>,
+    /// What runs the container.
+    runtime: Mutex<Arc<dyn ContainerRuntime>>,
     /// The namespace (events carry it).
     pub publisher: Publisher,
     /// Held by runtime calls that wait for their own children, and by the reaper.
@@ -131,7 +132,7 @@ impl Shim {
         };
         Self {
             inner: Arc::new(Inner {
-                globals: Mutex::new(globals),
+                runtime: Mutex::new(Arc::new(InProcess { globals })),
                 publisher,
                 children: tokio::sync::Mutex::new(()),
                 container: Mutex::new(None),
@@ -140,8 +141,8 @@ impl Shim {
         }
     }
 
-    fn globals(&self) -> Globals {
-        self.inner.globals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn container_runtime(&self) -> Arc<dyn ContainerRuntime> {
+        Arc::clone(&self.inner.runtime.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn with_container<T>(&self, id: &str, f: impl FnOnce(&mut Container) -> Result<T, Status>) -> Result<T, Status> {
@@ -152,19 +153,64 @@ impl Shim {
         }
     }
 
+    /// Uses the runtime the task's options name: a runc-compatible binary
+    /// (`binary_name`), or berth-runtime with another state root.
+    fn choose_runtime(&self, options: &berth_api::containerd::runc::v1::Options, bundle: &Path) -> Result<(), Status> {
+        let namespace = self.inner.publisher.namespace().to_string();
+        let chosen: Arc<dyn ContainerRuntime> = if options.binary_name.is_empty() {
+            let mut globals = Globals {
+                root: crate::runtime_root(bundle, &namespace),
+                ..Globals::default()
+            };
+            if !options.root.is_empty() {
+                globals.root = PathBuf::from(&options.root).join(&namespace);
+            }
+            globals.systemd_cgroup = options.systemd_cgroup;
+            Arc::new(InProcess { globals })
+        } else {
+            let path = find_program(&options.binary_name).ok_or_else(|| {
+                Status::invalid_argument(format!("runtime binary {:?} not found", options.binary_name))
+            })?;
+            let root = if options.root.is_empty() {
+                crate::runtime_root(bundle, &namespace).with_file_name(format!(
+                    "{}-{}",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    namespace
+                ))
+            } else {
+                PathBuf::from(&options.root).join(&namespace)
+            };
+            let binary = Binary {
+                path,
+                root,
+                systemd_cgroup: options.systemd_cgroup,
+                log: bundle.join("log.json"),
+            };
+            // For the delete command, which gets no options.
+            binary
+                .record(bundle)
+                .map_err(|e| Status::internal(format!("recording the runtime: {e}")))?;
+            Arc::new(binary)
+        };
+        *self.inner.runtime.lock().unwrap_or_else(|p| p.into_inner()) = chosen;
+        Ok(())
+    }
+
     /// Runs a runtime call on a blocking thread, holding the children lock
     /// when it may fork and wait (`locked`).
     async fn runtime<T: Send + 'static>(
         &self,
         locked: bool,
-        call: impl FnOnce(&Globals) -> berth_runtime::Result<T> + Send + 'static,
+        call: impl FnOnce(&dyn ContainerRuntime) -> berth_runtime::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let globals = self.globals();
+        let runtime = self.container_runtime();
         let inner = Arc::clone(&self.inner);
         joined(
             tokio::task::spawn_blocking(move || {
                 let _children = locked.then(|| inner.children.blocking_lock());
-                call(&globals).map_err(runtime_error)
+                call(runtime.as_ref()).map_err(runtime_error)
             })
             .await,
         )
@@ -174,11 +220,11 @@ impl Shim {
     async fn freeze(&self, id: String, pause: bool) -> Result<(), Status> {
         self.with_container(&id, |_| Ok(()))?;
         let target = id.clone();
-        self.runtime(false, move |globals| {
+        self.runtime(false, move |runtime| {
             if pause {
-                berth_runtime::container::pause::pause(globals, &target)
+                runtime.pause(&target)
             } else {
-                berth_runtime::container::pause::resume(globals, &target)
+                runtime.resume(&target)
             }
         })
         .await?;
@@ -257,6 +303,18 @@ impl Inner {
     }
 }
 
+/// A program by name on PATH, or a path as is.
+fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return path.is_file().then_some(path);
+    }
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|c| c.is_file())
+}
+
 /// Mounts the rootfs the daemon gave into `<bundle>/rootfs`.
 fn mount_rootfs(bundle: &Path, mounts: &[berth_api::containerd::types::Mount]) -> Result<bool, Status> {
     if mounts.is_empty() {
@@ -306,18 +364,14 @@ impl Task for Shim {
         if !request.checkpoint.is_empty() {
             return Err(Status::unimplemented("checkpoint/restore is not offered"));
         }
+        let bundle = PathBuf::from(&request.bundle);
         if let Some(options) = request
             .options
             .as_ref()
             .and_then(berth_api::any::unpack::<berth_api::containerd::runc::v1::Options>)
         {
-            let mut globals = self.inner.globals.lock().unwrap_or_else(|p| p.into_inner());
-            if !options.root.is_empty() {
-                globals.root = PathBuf::from(&options.root).join(self.inner.publisher.namespace());
-            }
-            globals.systemd_cgroup = options.systemd_cgroup;
+            self.choose_runtime(&options, &bundle)?;
         }
-        let bundle = PathBuf::from(&request.bundle);
         let io = stdio::Request {
             stdin: request.stdin.clone(),
             stdout: request.stdout.clone(),
@@ -337,13 +391,13 @@ impl Task for Shim {
             console: setup.console.take(),
             ..CreateOptions::default()
         };
-        let globals = self.globals();
+        let runtime = self.container_runtime();
         let inner = Arc::clone(&self.inner);
         let created = tokio::task::spawn_blocking(move || {
             let _children = inner.children.blocking_lock();
-            let state = berth_runtime::container::create::create(&globals, &options).map_err(runtime_error)?;
+            let pid = runtime.create(&options).map_err(runtime_error)?;
             let mut init = Process::new(io.clone());
-            init.pid = state.pid as u32;
+            init.pid = pid as u32;
             *inner.container.lock().unwrap_or_else(|p| p.into_inner()) = Some(Container {
                 id: options.id.clone(),
                 bundle: options.bundle.clone(),
@@ -352,7 +406,7 @@ impl Task for Shim {
                 init,
                 execs: HashMap::new(),
             });
-            Ok(state.pid as u32)
+            Ok(pid as u32)
         })
         .await;
         let pid = match joined(created) {
@@ -369,12 +423,9 @@ impl Task for Shim {
             c.init.stdio = running.take();
             Ok(())
         })?;
-        let id = request.id.clone();
+        let (id, oom_bundle) = (request.id.clone(), bundle.clone());
         if let Ok(Some(source)) = self
-            .runtime(false, move |globals| {
-                let (_, cgroup, _) = berth_runtime::container::load(globals, &id)?;
-                Ok(cgroup.oom_source())
-            })
+            .runtime(false, move |runtime| Ok(runtime.cgroup(&id, &oom_bundle)?.oom_source()))
             .await
         {
             crate::oom::watch(source, request.id.clone(), self.inner.publisher.clone());
@@ -407,7 +458,7 @@ impl Task for Shim {
                     request.id
                 )));
             }
-            let globals = self.globals();
+            let runtime = self.container_runtime();
             let inner = Arc::clone(&self.inner);
             let id = request.id.clone();
             joined(
@@ -415,7 +466,7 @@ impl Task for Shim {
                     // The start event goes out before the reaper can report
                     // the exit of a process that ends at once.
                     let _children = inner.children.blocking_lock();
-                    berth_runtime::container::start::start(&globals, &id).map_err(runtime_error)?;
+                    runtime.start(&id).map_err(runtime_error)?;
                     if let Some(c) = inner.container.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                         c.init.started = true;
                     }
@@ -450,13 +501,13 @@ impl Task for Shim {
             stdio: setup.process.take(),
             console: setup.console.take(),
         };
-        let globals = self.globals();
+        let runtime = self.container_runtime();
         let inner = Arc::clone(&self.inner);
         let exec_id = request.exec_id.clone();
         let pid = joined(
             tokio::task::spawn_blocking(move || {
                 let _children = inner.children.blocking_lock();
-                let pid = berth_runtime::container::exec::exec(&globals, &options).map_err(runtime_error)? as u32;
+                let pid = runtime.exec(&options).map_err(runtime_error)? as u32;
                 let mut guard = inner.container.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(process) = guard.as_mut().and_then(|c| c.execs.get_mut(&exec_id)) {
                     process.pid = pid;
@@ -523,10 +574,7 @@ impl Task for Shim {
         }
         let id = request.id.clone();
         // A created task never started is killed with its init.
-        self.runtime(true, move |globals| {
-            berth_runtime::container::delete::delete(globals, &id, !started)
-        })
-        .await?;
+        self.runtime(true, move |runtime| runtime.delete(&id, !started)).await?;
         if mounted {
             unmount_rootfs(&bundle)?;
         }
@@ -622,11 +670,7 @@ impl Task for Shim {
             Ok(c.execs.iter().map(|(id, p)| (p.pid, id.clone())).collect())
         })?;
         let id = request.id.clone();
-        let pids = self
-            .runtime(false, move |globals| {
-                berth_runtime::container::query::pids(globals, &id)
-            })
-            .await?;
+        let pids = self.runtime(false, move |runtime| runtime.pids(&id)).await?;
         let processes = pids
             .into_iter()
             .map(|pid| ProcessInfo {
@@ -677,10 +721,7 @@ impl Task for Shim {
         }
         let id = request.id.clone();
         let all = request.all;
-        self.runtime(false, move |globals| {
-            berth_runtime::container::kill::kill(globals, &id, signal, all)
-        })
-        .await
+        self.runtime(false, move |runtime| runtime.kill(&id, signal, all)).await
     }
 
     async fn resize_pty(&self, _context: RequestContext, request: ResizePtyRequest) -> Result<(), Status> {
@@ -713,10 +754,8 @@ impl Task for Shim {
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| Status::invalid_argument(format!("update: resources: {e}")))?;
         let id = request.id;
-        self.runtime(false, move |globals| {
-            berth_runtime::container::update::update(globals, &id, &resources)
-        })
-        .await
+        self.runtime(false, move |runtime| runtime.update(&id, &resources))
+            .await
     }
 
     async fn wait(&self, _context: RequestContext, request: WaitRequest) -> Result<WaitResponse, Status> {
@@ -736,13 +775,10 @@ impl Task for Shim {
     }
 
     async fn stats(&self, _context: RequestContext, request: StatsRequest) -> Result<StatsResponse, Status> {
-        self.with_container(&request.id, |_| Ok(()))?;
+        let bundle = self.with_container(&request.id, |c| Ok(c.bundle.clone()))?;
         let id = request.id;
         let stats = self
-            .runtime(false, move |globals| {
-                let (_, cgroup, _) = berth_runtime::container::load(globals, &id)?;
-                cgroup.stats()
-            })
+            .runtime(false, move |runtime| runtime.cgroup(&id, &bundle)?.stats())
             .await?;
         Ok(StatsResponse {
             stats: Some(berth_api::any::pack(&crate::metrics::v1(&stats))),

@@ -333,3 +333,43 @@ fn a_binary_logger_receives_the_output() {
     assert!(text.starts_with("id=logged ns=default\n"), "{text}");
     ctr.ok(&["task", "rm", "logged"]);
 }
+
+#[test]
+fn the_shim_drives_a_runc_compatible_binary_named_in_the_options() {
+    let (_daemon, ctr, image) = prepared();
+    let berth_runc = berth_tests::binaries::berth("berth-runc").display().to_string();
+    for binary in ["runc", berth_runc.as_str()] {
+        let out = ctr.run(&[
+            "run",
+            "--runc-binary",
+            binary,
+            "--rm",
+            &image,
+            "b1",
+            "sh",
+            "-c",
+            "echo hi; exit 4",
+        ]);
+        assert_eq!(
+            (out.status.code(), out.stdout.as_str()),
+            (Some(4), "hi\n"),
+            "{binary}: {}",
+            out.stderr
+        );
+    }
+    ctr.ok(&["run", "--runc-binary", "runc", "-d", &image, "b2", "sleep", "1000"]);
+    ctr.wait_task_status("b2", "RUNNING");
+    assert_eq!(
+        ctr.ok(&["task", "exec", "--exec-id", "e1", "b2", "echo", "exec-ok"]),
+        "exec-ok\n"
+    );
+    ctr.ok(&["task", "pause", "b2"]);
+    assert_eq!(ctr.task_status("b2"), "PAUSED");
+    ctr.ok(&["task", "resume", "b2"]);
+    assert!(ctr.ok(&["task", "metrics", "b2"]).contains("pids.current"));
+    let out = ctr.in_terminal("task exec --exec-id e2 -t b2 sh -c 'tty'");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    ctr.ok(&["task", "kill", "-s", "SIGKILL", "b2"]);
+    ctr.wait_task_status("b2", "STOPPED");
+    ctr.ok(&["task", "rm", "b2"]);
+}
