@@ -149,8 +149,9 @@ pub fn start(args: &Args) -> Result<String, String> {
     }
     // The serving shim is not waited for: it outlives this process (its
     // parent becomes the init or a subreaper).
-    command.spawn().map_err(|e| format!("starting the shim: {e}"))?;
+    let shim = command.spawn().map_err(|e| format!("starting the shim: {e}"))?;
     drop(listener_fd);
+    let _ = std::fs::write(args.bundle.join("shim.pid"), shim.id().to_string());
     let printed = address.display();
     write_address(&args.bundle, &printed)?;
     let mut stdout = std::io::stdout();
