@@ -373,3 +373,31 @@ fn the_shim_drives_a_runc_compatible_binary_named_in_the_options() {
     ctr.wait_task_status("b2", "STOPPED");
     ctr.ok(&["task", "rm", "b2"]);
 }
+
+#[test]
+fn an_interactive_terminal_session_prompts_resizes_and_exits() {
+    use std::io::Write as _;
+    let (daemon, _ctr, image) = prepared();
+    let command = format!(
+        "stty rows 33 cols 101; {} --address {} run -t --rm {image} session sh",
+        berth_tests::binaries::host("ctr").display(),
+        daemon.socket.display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut input = script.stdin.take().unwrap();
+    for line in ["echo inside-$((6*7))", "stty size", "exit 7"] {
+        std::thread::sleep(Duration::from_millis(700));
+        input.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains("/ # "), "a prompt: {text}");
+    assert!(text.contains("inside-42"), "{text}");
+    assert!(text.contains("33 101"), "the terminal has the client's size: {text}");
+}
