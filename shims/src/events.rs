@@ -1,6 +1,7 @@
 //! Task events to the daemon: `containerd.services.events.ttrpc.v1.Events/
-//! Forward` on `TTRPC_ADDRESS`, in order, retried while the daemon is away
-//! (a restarting daemon gets every event once it is back).
+//! Forward` on `TTRPC_ADDRESS`, in order, retried with a growing backoff
+//! while the daemon is away (a restarting daemon gets every event once it
+//! is back).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +40,10 @@ impl Publisher {
                 let request = ForwardRequest {
                     envelope: Some(envelope),
                 };
+                // Backs off while the daemon is away (doubling to 2 s), so
+                // a restarted daemon and its clients are settled when the
+                // events that waited arrive.
+                let mut backoff = Duration::from_millis(100);
                 loop {
                     if client.is_none() {
                         client = connect(&address).await;
@@ -51,7 +56,8 @@ impl Publisher {
                         }
                         client = None;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         });

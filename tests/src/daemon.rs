@@ -38,6 +38,16 @@ impl Daemon {
         Self::start_with(&[])
     }
 
+    /// A berthd with the busybox image imported on overlayfs, a `ctr` for
+    /// it, and the image's name.
+    pub fn with_busybox() -> (Self, Ctr, String) {
+        let daemon = Self::start();
+        let ctr = daemon.ctr();
+        let image = crate::images::busybox();
+        ctr.import("overlayfs", &image.oci_tar);
+        (daemon, ctr, image.name)
+    }
+
     /// Starts berthd with `config` as its configuration file.
     pub fn start_with_config(config: &str) -> Self {
         Self::start_configured(config, &[])

@@ -4,17 +4,8 @@
 
 use std::time::Duration;
 
-use berth_tests::ctr::Ctr;
 use berth_tests::daemon::Daemon;
 use berth_tests::{images, wait};
-
-fn prepared() -> (Daemon, Ctr, String) {
-    let daemon = Daemon::start();
-    let ctr = daemon.ctr();
-    let image = images::busybox();
-    ctr.import("overlayfs", &image.oci_tar);
-    (daemon, ctr, image.name)
-}
 
 /// Processes of berth's shim whose bundle is under `state`.
 fn shims_under(state: &std::path::Path) -> usize {
@@ -34,7 +25,7 @@ fn shims_under(state: &std::path::Path) -> usize {
 
 #[test]
 fn run_rm_prints_the_output_and_the_exit_code_is_ctrs() {
-    let (daemon, ctr, image) = prepared();
+    let (daemon, ctr, image) = Daemon::with_busybox();
     assert_eq!(ctr.ok(&["run", "--rm", &image, "c1", "echo", "hi"]), "hi\n");
     let out = ctr.run(&["run", "--rm", &image, "c1", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
@@ -53,7 +44,7 @@ fn run_rm_prints_the_output_and_the_exit_code_is_ctrs() {
 
 #[test]
 fn a_detached_task_lists_execs_pauses_reports_metrics_and_is_killed() {
-    let (_daemon, ctr, image) = prepared();
+    let (_daemon, ctr, image) = Daemon::with_busybox();
     ctr.ok(&["run", "-d", &image, "c2", "sleep", "1000"]);
     assert_eq!(ctr.task_status("c2"), "RUNNING");
     let ps = ctr.ok(&["task", "ps", "c2"]);
@@ -94,7 +85,7 @@ fn a_detached_task_lists_execs_pauses_reports_metrics_and_is_killed() {
 
 #[test]
 fn sigterm_stops_a_trapping_container_and_kill_all_reaches_every_process() {
-    let (_daemon, ctr, image) = prepared();
+    let (_daemon, ctr, image) = Daemon::with_busybox();
     ctr.ok(&[
         "run",
         "-d",
@@ -120,7 +111,7 @@ fn sigterm_stops_a_trapping_container_and_kill_all_reaches_every_process() {
 
 #[test]
 fn run_t_has_a_terminal_and_log_uri_writes_a_file() {
-    let (daemon, ctr, image) = prepared();
+    let (daemon, ctr, image) = Daemon::with_busybox();
     let out = ctr.in_terminal(&format!(
         "run -t --rm {image} t1 sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty; stty size'"
     ));
@@ -147,7 +138,7 @@ fn run_t_has_a_terminal_and_log_uri_writes_a_file() {
 
 #[test]
 fn events_of_a_run_rm_and_of_exec_pause_resume() {
-    let (_daemon, ctr, image) = prepared();
+    let (_daemon, ctr, image) = Daemon::with_busybox();
     let events = ctr.subscribe(&[]);
     ctr.ok(&["run", "--rm", &image, "ev", "true"]);
     ctr.ok(&["run", "-d", &image, "ev2", "sleep", "1000"]);
@@ -197,7 +188,7 @@ fn events_of_a_run_rm_and_of_exec_pause_resume() {
 
 #[test]
 fn bad_requests_get_containerds_errors_and_leave_nothing() {
-    let (daemon, ctr, image) = prepared();
+    let (daemon, ctr, image) = Daemon::with_busybox();
     // A task for a container that does not exist.
     let out = ctr.run(&["task", "start", "ghost"]);
     assert!(
@@ -281,7 +272,7 @@ fn berthd_drives_debians_runc_shim_when_configured() {
 
 #[test]
 fn an_out_of_memory_kill_is_reported_as_an_event() {
-    let (_daemon, ctr, image) = prepared();
+    let (_daemon, ctr, image) = Daemon::with_busybox();
     let events = ctr.subscribe(&[]);
     let out = ctr.run(&[
         "run",
@@ -301,7 +292,7 @@ fn an_out_of_memory_kill_is_reported_as_an_event() {
 #[test]
 fn a_binary_logger_receives_the_output() {
     use std::os::unix::fs::PermissionsExt as _;
-    let (daemon, ctr, image) = prepared();
+    let (daemon, ctr, image) = Daemon::with_busybox();
     let logger = daemon.dir().join("logger.sh");
     let out = daemon.dir().join("logged.txt");
     std::fs::write(
@@ -336,7 +327,7 @@ fn a_binary_logger_receives_the_output() {
 
 #[test]
 fn the_shim_drives_a_runc_compatible_binary_named_in_the_options() {
-    let (_daemon, ctr, image) = prepared();
+    let (_daemon, ctr, image) = Daemon::with_busybox();
     let berth_runc = berth_tests::binaries::berth("berth-runc").display().to_string();
     for binary in ["runc", berth_runc.as_str()] {
         let out = ctr.run(&[
@@ -377,7 +368,7 @@ fn the_shim_drives_a_runc_compatible_binary_named_in_the_options() {
 #[test]
 fn an_interactive_terminal_session_prompts_resizes_and_exits() {
     use std::io::Write as _;
-    let (daemon, _ctr, image) = prepared();
+    let (daemon, _ctr, image) = Daemon::with_busybox();
     let command = format!(
         "stty rows 33 cols 101; {} --address {} run -t --rm {image} session sh",
         berth_tests::binaries::host("ctr").display(),

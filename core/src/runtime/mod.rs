@@ -10,6 +10,7 @@
 //! `a.b.<name>.<version>` to `containerd-shim-<name>-<version>` on PATH.
 
 pub mod bundle;
+mod recovery;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use prost::Message as _;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::events::Exchange;
+use crate::metadata::MetadataStore;
 use crate::plugin::{Instance, Registration, types};
 pub use bundle::Bundle;
 
@@ -82,6 +85,18 @@ pub struct Shim {
 }
 
 impl Shim {
+    /// A shim reached over `client`, its task's pid not known yet.
+    pub fn new(client: Client, namespace: &str, id: &str, bundle: &Bundle, binary: &Path) -> Self {
+        Self {
+            client: TaskClient::new(client),
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            bundle: bundle.clone(),
+            binary: binary.to_path_buf(),
+            pid: 0,
+        }
+    }
+
     /// Call options carrying the namespace.
     pub fn options(&self) -> CallOptions {
         CallOptions::with_metadata(NAMESPACE_KEY, self.namespace.clone()).timeout(CALL_TIMEOUT)
@@ -112,6 +127,10 @@ pub struct RuntimeManager {
     ttrpc_address: PathBuf,
     config: RuntimeConfig,
     tasks: Mutex<HashMap<(String, String), Shim>>,
+    /// Where the exits of tasks whose shim died are published.
+    events: Option<Arc<Exchange>>,
+    /// Containers, to drop tasks whose container is gone at recovery.
+    meta: Option<MetadataStore>,
 }
 
 impl RuntimeManager {
@@ -130,7 +149,17 @@ impl RuntimeManager {
             ttrpc_address,
             config,
             tasks: Mutex::new(HashMap::new()),
+            events: None,
+            meta: None,
         }
+    }
+
+    /// The same manager publishing dead tasks' exits on `events` and
+    /// checking containers in `meta`.
+    pub fn with_services(mut self, events: Arc<Exchange>, meta: MetadataStore) -> Self {
+        self.events = Some(events);
+        self.meta = Some(meta);
+        self
     }
 
     /// The shim of task `id`, if it has one.
@@ -178,15 +207,14 @@ impl RuntimeManager {
     }
 
     /// Starts a shim for task `id` and creates the task in it.
-    pub async fn create(&self, namespace: &str, id: &str, task: TaskSpec) -> Result<Shim> {
+    pub async fn create(self: &Arc<Self>, namespace: &str, id: &str, task: TaskSpec) -> Result<Shim> {
         let binary = self.shim_binary(&task.runtime)?;
         let bundle = Bundle::at(&self.state, &self.root, namespace, id);
         bundle.create(&task.spec_json)?;
         bundle.drain_log(namespace, id);
         match self.start_shim(namespace, id, &bundle, &binary, &task).await {
             Ok(shim) => {
-                self.lock()
-                    .insert((namespace.to_string(), id.to_string()), shim.clone());
+                self.adopt(shim.clone());
                 Ok(shim)
             }
             Err(e) => {
@@ -215,14 +243,7 @@ impl RuntimeManager {
         let client = connect(&address)
             .await
             .map_err(|e| Error::unavailable(format!("task {id}: dialing the shim at {address}: {e}")))?;
-        let mut shim = Shim {
-            client: TaskClient::new(client),
-            namespace: namespace.to_string(),
-            id: id.to_string(),
-            bundle: bundle.clone(),
-            binary: binary.to_path_buf(),
-            pid: 0,
-        };
+        let mut shim = Shim::new(client, namespace, id, bundle, binary);
         let request = CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.dir.display().to_string(),
@@ -320,8 +341,9 @@ impl RuntimeManager {
             )
             .await
             .map_err(|s| Error::from_status(&s))?;
-        shim.shutdown(false).await;
+        // No longer registered, the closing connection is no shim death.
         self.lock().remove(&(namespace.to_string(), id.to_string()));
+        shim.shutdown(false).await;
         shim.bundle.remove();
         Ok(deleted)
     }
@@ -359,20 +381,26 @@ pub fn registration() -> Registration {
     Registration {
         plugin_type: types::RUNTIME_V2,
         id: "task",
-        requires: &[types::EVENT],
+        requires: &[types::EVENT, types::METADATA],
         default_config: Some(|| toml::toml! { [runtimes] }),
         init: Box::new(|ctx| {
             Box::pin(async move {
                 let config: RuntimeConfig = ctx.config()?;
+                let events: Arc<Exchange> = ctx.get(types::EVENT)?;
+                let meta: Arc<MetadataStore> = ctx.get(types::METADATA)?;
                 let daemon = &ctx.daemon;
-                let manager = RuntimeManager::new(
-                    daemon.state.join("tasks"),
-                    daemon.root.join("tasks"),
-                    daemon.grpc_address.clone(),
-                    daemon.ttrpc_address.clone(),
-                    config,
+                let manager = Arc::new(
+                    RuntimeManager::new(
+                        daemon.state.join("tasks"),
+                        daemon.root.join("tasks"),
+                        daemon.grpc_address.clone(),
+                        daemon.ttrpc_address.clone(),
+                        config,
+                    )
+                    .with_services(events, (*meta).clone()),
                 );
-                Ok(Arc::new(manager) as Instance)
+                manager.recover().await;
+                Ok(manager as Instance)
             })
         }),
     }
