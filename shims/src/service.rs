@@ -303,6 +303,15 @@ impl Inner {
     }
 }
 
+/// The version `Connect` reports. `BERTH_TEST_SHIM_PROTOCOL` (tests only)
+/// makes the shim claim another protocol, to play a newer daemon's shim.
+fn advertised_version() -> String {
+    match std::env::var("BERTH_TEST_SHIM_PROTOCOL") {
+        Ok(protocol) => format!("berth {} protocol {protocol}", env!("CARGO_PKG_VERSION")),
+        Err(_) => berth_core::runtime::protocol::advertised(env!("CARGO_PKG_VERSION")),
+    }
+}
+
 /// A program by name on PATH, or a path as is.
 fn find_program(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
@@ -790,7 +799,7 @@ impl Task for Shim {
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
-            version: format!("berth {}", env!("CARGO_PKG_VERSION")),
+            version: advertised_version(),
         })
     }
 

@@ -29,6 +29,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     log: PathBuf,
     extra_args: Vec<String>,
+    /// Extra environment for the daemon (and so for its shims).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -66,6 +68,7 @@ impl Daemon {
             socket: dir.path().join("berth.sock"),
             log: dir.path().join("berthd.log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             dir,
             child: None,
         };
@@ -100,6 +103,11 @@ impl Daemon {
     /// Spawns berthd with the given arguments, logging to `log`, without
     /// waiting for it (for tests that expect it to fail).
     pub fn spawn_raw(args: &[String], log: &Path) -> Child {
+        Self::spawn_raw_with_env(args, log, &[])
+    }
+
+    /// [`Self::spawn_raw`] with extra environment variables.
+    pub fn spawn_raw_with_env(args: &[String], log: &Path, env: &[(String, String)]) -> Child {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,6 +115,7 @@ impl Daemon {
             .expect("daemon log");
         Command::new(binaries::berth("berthd"))
             .args(args)
+            .envs(env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
@@ -120,7 +129,7 @@ impl Daemon {
         if !config.exists() {
             std::fs::write(&config, "version = 2\n").expect("config file");
         }
-        let mut child = Self::spawn_raw(&self.args(), &self.log);
+        let mut child = Self::spawn_raw_with_env(&self.args(), &self.log, &self.env);
         let socket = self.socket.clone();
         let log = self.log.clone();
         wait::until(START_LIMIT, "berthd to answer on its socket", || {

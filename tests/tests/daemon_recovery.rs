@@ -100,6 +100,10 @@ fn after_a_reboot_containers_remain_without_tasks() {
     let rootfs = daemon.state.join("tasks/default/rebooted/rootfs");
     while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
     std::fs::remove_dir_all(&daemon.state).unwrap();
+    // A reboot leaves no cgroups either.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join("default/rebooted"));
+    }
     daemon.relaunch();
 
     let out = ctr.run(&["task", "ls", "-q"]);
@@ -110,4 +114,41 @@ fn after_a_reboot_containers_remain_without_tasks() {
         "stale work dir removed"
     );
     ctr.ok(&["container", "rm", "rebooted"]);
+}
+
+#[test]
+fn a_shim_of_a_newer_protocol_is_refused_and_left_running() {
+    let mut daemon = Daemon::start();
+    daemon.env = vec![("BERTH_TEST_SHIM_PROTOCOL".into(), "99".into())];
+    daemon.restart();
+    let ctr = daemon.ctr();
+    let image = berth_tests::images::busybox();
+    ctr.import("overlayfs", &image.oci_tar);
+    ctr.ok(&["run", "-d", &image.name, "newer", "sleep", "1000"]);
+    let pid = task_pid(&ctr, "newer");
+    let shim: i32 = std::fs::read_to_string(daemon.state.join("tasks/default/newer/shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    daemon.kill();
+    daemon.env.clear();
+    daemon.relaunch();
+    assert!(!ctr.ok(&["task", "ls", "-q"]).contains("newer"), "not taken over");
+    assert!(daemon.log().contains("protocol 99"), "the refusal is logged");
+    assert!(alive(shim) && alive(pid), "the shim and its container are left running");
+    assert!(
+        daemon.state.join("tasks/default/newer").exists(),
+        "its bundle is left alone"
+    );
+    // Clean up what this daemon does not own.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let rootfs = daemon.state.join("tasks/default/newer/rootfs");
+    while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    wait::until(Duration::from_secs(10), "the container to die", || (!alive(pid)).then_some(()));
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join("default/newer"));
+    }
+    ctr.ok(&["container", "rm", "newer"]);
 }

@@ -10,6 +10,7 @@
 //! `a.b.<name>.<version>` to `containerd-shim-<name>-<version>` on PATH.
 
 pub mod bundle;
+pub mod protocol;
 mod recovery;
 
 use std::collections::HashMap;
@@ -82,6 +83,9 @@ pub struct Shim {
     pub binary: PathBuf,
     /// The task's init pid.
     pub pid: u32,
+    /// Whether the shim speaks a protocol this daemon does not know (it is
+    /// left alone).
+    pub refused: bool,
 }
 
 impl Shim {
@@ -94,6 +98,7 @@ impl Shim {
             bundle: bundle.clone(),
             binary: binary.to_path_buf(),
             pid: 0,
+            refused: false,
         }
     }
 

@@ -18,7 +18,7 @@ use berth_api::containerd::events::{TaskDelete, TaskExit};
 use berth_api::containerd::task::v2::{ConnectRequest, DeleteResponse};
 use prost::Message as _;
 
-use super::{Bundle, RuntimeManager, Shim};
+use super::{Bundle, RuntimeManager, Shim, protocol};
 use crate::metadata::containers;
 
 /// How long a shim may take to answer at recovery.
@@ -70,6 +70,10 @@ impl RuntimeManager {
         if let (Some(binary), Some(address)) = (binary.clone(), address) {
             bundle.drain_log(namespace, id);
             if let Some(shim) = self.reconnect(namespace, id, &bundle, &binary, address.trim()).await {
+                if shim.refused {
+                    // A newer daemon's shim: neither ours to drive nor to clean up.
+                    return;
+                }
                 if container_exists {
                     tracing::info!(namespace = %namespace, task = %id, pid = shim.pid, "task recovered");
                     self.adopt(shim);
@@ -103,6 +107,10 @@ impl RuntimeManager {
             .await
             .ok()?;
         shim.pid = connected.task_pid;
+        if let Err(refusal) = protocol::supported(&connected.version) {
+            tracing::error!(namespace = %namespace, task = %id, "{refusal}: the shim is left running, not taken over");
+            shim.refused = true;
+        }
         Some(shim)
     }
 
