@@ -146,7 +146,9 @@ fn a_shim_of_a_newer_protocol_is_refused_and_left_running() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     let rootfs = daemon.state.join("tasks/default/newer/rootfs");
     while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
-    wait::until(Duration::from_secs(10), "the container to die", || (!alive(pid)).then_some(()));
+    wait::until(Duration::from_secs(10), "the container to die", || {
+        (!alive(pid)).then_some(())
+    });
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let _ = std::fs::remove_dir(hierarchy.path().join("default/newer"));
     }
