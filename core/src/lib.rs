@@ -9,6 +9,7 @@ pub mod content;
 pub mod diff;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod filters;
 pub mod gc;
 pub mod identifiers;

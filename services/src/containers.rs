@@ -128,6 +128,7 @@ impl Containers for ContainersService {
             .write(move |txn| containers::create(txn, &ns, container))
             .await?;
         tracing::info!(namespace = %namespace, container = %container.id, "container created");
+        berth_core::failpoint::check("containers.after-create")?;
         publish(
             &self.events,
             &namespace,

@@ -148,6 +148,7 @@ impl Tasks for TasksService {
         let namespace = required(&request)?;
         let request = request.into_inner();
         let shim = self.shim(&namespace, &request.container_id)?;
+        berth_core::failpoint::check("tasks.before-start")?;
         let started = shim
             .client
             .start(

@@ -50,6 +50,27 @@ impl Daemon {
         (daemon, ctr, image.name)
     }
 
+    /// How many of berth's shims run with a bundle under this daemon's
+    /// state directory.
+    pub fn shims(&self) -> usize {
+        std::fs::read_dir("/proc")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        let is_shim = std::fs::read_to_string(e.path().join("cmdline")).is_ok_and(|c| {
+                            c.split('\0')
+                                .next()
+                                .is_some_and(|a| a.ends_with("containerd-shim-berth-v2"))
+                        });
+                        is_shim
+                            && std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&self.state))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Starts berthd with `config` as its configuration file.
     pub fn start_with_config(config: &str) -> Self {
         Self::start_configured(config, &[])

@@ -7,22 +7,6 @@ use std::time::Duration;
 use berth_tests::daemon::Daemon;
 use berth_tests::{images, wait};
 
-/// Processes of berth's shim whose bundle is under `state`.
-fn shims_under(state: &std::path::Path) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let is_shim = std::fs::read_to_string(e.path().join("cmdline")).is_ok_and(|c| {
-                c.split('\0')
-                    .next()
-                    .is_some_and(|a| a.ends_with("containerd-shim-berth-v2"))
-            });
-            is_shim && std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(state))
-        })
-        .count()
-}
-
 #[test]
 fn run_rm_prints_the_output_and_the_exit_code_is_ctrs() {
     let (daemon, ctr, image) = Daemon::with_busybox();
@@ -31,7 +15,7 @@ fn run_rm_prints_the_output_and_the_exit_code_is_ctrs() {
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
     assert!(ctr.ok(&["containers", "ls", "-q"]).trim().is_empty());
     wait::until(Duration::from_secs(10), "the shims to exit", || {
-        (shims_under(&daemon.state) == 0).then_some(())
+        (daemon.shims() == 0).then_some(())
     });
     let leftovers: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -234,7 +218,7 @@ fn bad_requests_get_containerds_errors_and_leave_nothing() {
     assert!(out.stderr.contains("linux.namespaces[1].type"), "{}", out.stderr);
     assert!(!daemon.state.join("tasks/default/bad").exists(), "bundle left");
     wait::until(Duration::from_secs(10), "the shims to exit", || {
-        (shims_under(&daemon.state) == 0).then_some(())
+        (daemon.shims() == 0).then_some(())
     });
     let _ = ctr.run(&["container", "rm", "bad"]);
 }

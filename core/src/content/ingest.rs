@@ -247,6 +247,7 @@ impl IngestWriter {
         let data = self.dir.join("data");
         // Read-only before it becomes visible, so no one ever sees a writable blob.
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o444)).map_err(|e| io("chmod", e))?;
+        crate::failpoint::check("content.during-commit")?;
         std::fs::rename(&data, &target).map_err(|e| io("rename", e))?;
         File::open(&blobs_dir)
             .and_then(|d| d.sync_all())

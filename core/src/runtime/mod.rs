@@ -237,14 +237,18 @@ impl RuntimeManager {
         binary: &Path,
         task: &TaskSpec,
     ) -> Result<Shim> {
+        // Recorded first: a daemon that dies once the shim runs finds, at
+        // its restart, which binary cleans up after it.
+        std::fs::write(
+            bundle.dir.join("shim-binary-path"),
+            binary.as_os_str().as_encoded_bytes(),
+        )
+        .map_err(|e| Error::io("recording the shim binary", &e))?;
         let address = self
             .run_shim_command(namespace, id, bundle, binary, "start", task.options.as_ref())
             .await?;
         let address = String::from_utf8_lossy(&address).trim().to_string();
-        let _ = std::fs::write(
-            bundle.dir.join("shim-binary-path"),
-            binary.as_os_str().as_encoded_bytes(),
-        );
+        crate::failpoint::check("runtime.after-shim-start")?;
         let client = connect(&address)
             .await
             .map_err(|e| Error::unavailable(format!("task {id}: dialing the shim at {address}: {e}")))?;
@@ -263,6 +267,7 @@ impl RuntimeManager {
         match shim.client.create(&shim.options(), &request).await {
             Ok(created) => {
                 shim.pid = created.pid;
+                crate::failpoint::check("runtime.after-task-create")?;
                 Ok(shim)
             }
             Err(status) => {

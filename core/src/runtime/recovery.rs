@@ -74,7 +74,7 @@ impl RuntimeManager {
                     // A newer daemon's shim: neither ours to drive nor to clean up.
                     return;
                 }
-                if container_exists {
+                if container_exists && shim.pid != 0 {
                     tracing::info!(namespace = %namespace, task = %id, pid = shim.pid, "task recovered");
                     self.adopt(shim);
                     return;

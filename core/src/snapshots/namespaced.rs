@@ -243,7 +243,9 @@ impl NamespacedSnapshots {
             lease,
             kind: Kind::Active,
         };
-        self.create(namespace, snapshotter, new).await
+        let mounts = self.create(namespace, snapshotter, new).await?;
+        crate::failpoint::check("snapshots.after-prepare")?;
+        Ok(mounts)
     }
 
     /// A read-only view of `parent`.

@@ -125,9 +125,12 @@ pub fn apply(archive: impl Read, target: &Target) -> Result<()> {
         let entries = archive
             .entries()
             .map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
-        for entry in entries {
+        for (index, entry) in entries.enumerate() {
             let mut entry = entry.map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
             applier.entry(&mut entry)?;
+            if index == 10 {
+                berth_core::failpoint::check("diff.during-apply")?;
+            }
         }
         applier.finish()
     })
