@@ -199,17 +199,17 @@ impl Shim {
     }
 
     /// Runs a runtime call on a blocking thread, holding the children lock
-    /// when it may fork and wait (`locked`).
+    /// (a runc-compatible binary is a child on every call, and hooks may run
+    /// on any: the reaper waits while the call runs).
     async fn runtime<T: Send + 'static>(
         &self,
-        locked: bool,
         call: impl FnOnce(&dyn ContainerRuntime) -> berth_runtime::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let runtime = self.container_runtime();
         let inner = Arc::clone(&self.inner);
         joined(
             tokio::task::spawn_blocking(move || {
-                let _children = locked.then(|| inner.children.blocking_lock());
+                let _children = inner.children.blocking_lock();
                 call(runtime.as_ref()).map_err(runtime_error)
             })
             .await,
@@ -220,7 +220,7 @@ impl Shim {
     async fn freeze(&self, id: String, pause: bool) -> Result<(), Status> {
         self.with_container(&id, |_| Ok(()))?;
         let target = id.clone();
-        self.runtime(false, move |runtime| {
+        self.runtime(move |runtime| {
             if pause {
                 runtime.pause(&target)
             } else {
@@ -434,7 +434,7 @@ impl Task for Shim {
         })?;
         let (id, oom_bundle) = (request.id.clone(), bundle.clone());
         if let Ok(Some(source)) = self
-            .runtime(false, move |runtime| Ok(runtime.cgroup(&id, &oom_bundle)?.oom_source()))
+            .runtime(move |runtime| Ok(runtime.cgroup(&id, &oom_bundle)?.oom_source()))
             .await
         {
             crate::oom::watch(source, request.id.clone(), self.inner.publisher.clone());
@@ -583,7 +583,7 @@ impl Task for Shim {
         }
         let id = request.id.clone();
         // A created task never started is killed with its init.
-        self.runtime(true, move |runtime| runtime.delete(&id, !started)).await?;
+        self.runtime(move |runtime| runtime.delete(&id, !started)).await?;
         if mounted {
             unmount_rootfs(&bundle)?;
         }
@@ -679,7 +679,7 @@ impl Task for Shim {
             Ok(c.execs.iter().map(|(id, p)| (p.pid, id.clone())).collect())
         })?;
         let id = request.id.clone();
-        let pids = self.runtime(false, move |runtime| runtime.pids(&id)).await?;
+        let pids = self.runtime(move |runtime| runtime.pids(&id)).await?;
         let processes = pids
             .into_iter()
             .map(|pid| ProcessInfo {
@@ -730,7 +730,7 @@ impl Task for Shim {
         }
         let id = request.id.clone();
         let all = request.all;
-        self.runtime(false, move |runtime| runtime.kill(&id, signal, all)).await
+        self.runtime(move |runtime| runtime.kill(&id, signal, all)).await
     }
 
     async fn resize_pty(&self, _context: RequestContext, request: ResizePtyRequest) -> Result<(), Status> {
@@ -763,8 +763,7 @@ impl Task for Shim {
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| Status::invalid_argument(format!("update: resources: {e}")))?;
         let id = request.id;
-        self.runtime(false, move |runtime| runtime.update(&id, &resources))
-            .await
+        self.runtime(move |runtime| runtime.update(&id, &resources)).await
     }
 
     async fn wait(&self, _context: RequestContext, request: WaitRequest) -> Result<WaitResponse, Status> {
@@ -787,7 +786,7 @@ impl Task for Shim {
         let bundle = self.with_container(&request.id, |c| Ok(c.bundle.clone()))?;
         let id = request.id;
         let stats = self
-            .runtime(false, move |runtime| runtime.cgroup(&id, &bundle)?.stats())
+            .runtime(move |runtime| runtime.cgroup(&id, &bundle)?.stats())
             .await?;
         Ok(StatsResponse {
             stats: Some(berth_api::any::pack(&crate::metrics::v1(&stats))),
