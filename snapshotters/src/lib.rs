@@ -12,6 +12,7 @@ pub mod native;
 pub mod overlay;
 pub mod remove;
 pub mod storage;
+pub mod storage_backed;
 
 use std::sync::Arc;
 

@@ -13,16 +13,17 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_core::mount::Mount;
-use berth_core::snapshots::{Info, Kind, Snapshotter, Usage};
+use berth_core::snapshots::Kind;
 use berth_core::{Error, Result};
 
 use crate::copy::copy_tree;
-use crate::fsutil::{disk_usage, staging_dir, sync_filesystem};
+use crate::fsutil::staging_dir;
 use crate::remove::remove_tree;
 use crate::storage::{Snapshot, Storage};
+use crate::storage_backed::{Backend, StorageBacked};
 
 /// Snapshots as full directory trees.
 #[derive(Debug)]
@@ -32,23 +33,25 @@ pub struct Native {
 
 impl Native {
     /// Opens the snapshotter under `root`.
-    pub fn open(root: &Path) -> Result<Self> {
+    pub fn open(root: &Path) -> Result<StorageBacked<Self>> {
         std::fs::create_dir_all(root).map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
-        Ok(Self {
+        Ok(StorageBacked(Self {
             storage: Storage::open(root)?,
-        })
+        }))
     }
+}
 
-    fn tree(&self, id: u64) -> PathBuf {
-        self.storage.dir(id).join("fs")
+impl Backend for Native {
+    fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     fn mounts_of(&self, snapshot: &Snapshot) -> Result<Vec<Mount>> {
         let kind = snapshot.kind()?;
         let (source, access) = match (kind, snapshot.parent_ids.first()) {
-            (Kind::View, Some(parent)) => (self.tree(*parent), "ro"),
-            (Kind::View, None) => (self.tree(snapshot.record.id), "ro"),
-            _ => (self.tree(snapshot.record.id), "rw"),
+            (Kind::View, Some(parent)) => (self.files(*parent), "ro"),
+            (Kind::View, None) => (self.files(snapshot.record.id), "ro"),
+            _ => (self.files(snapshot.record.id), "rw"),
         };
         Ok(vec![Mount {
             r#type: "bind".into(),
@@ -89,7 +92,7 @@ impl Native {
             if let Some(p) = &parent_snapshot
                 && kind == Kind::Active
             {
-                let stats = copy_tree(&self.tree(p.record.id), &tree)?;
+                let stats = copy_tree(&self.files(p.record.id), &tree)?;
                 tracing::debug!(
                     key,
                     entries = stats.entries,
@@ -113,67 +116,5 @@ impl Native {
             let _ = remove_tree(&staging);
         }
         result
-    }
-}
-
-impl Snapshotter for Native {
-    fn stat(&self, key: &str) -> Result<Info> {
-        self.storage.get(key)?.info()
-    }
-
-    fn update_labels(&self, key: &str, labels: HashMap<String, String>) -> Result<Info> {
-        self.storage.update_labels(key, labels)
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let snapshot = self.storage.get(key)?;
-        if snapshot.kind()? == Kind::Active {
-            return disk_usage(&self.tree(snapshot.record.id));
-        }
-        Ok(Usage {
-            size: snapshot.record.size,
-            inodes: snapshot.record.inodes,
-        })
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        self.mounts_of(&self.storage.get(key)?)
-    }
-
-    fn prepare(&self, key: &str, parent: &str, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active, labels)
-    }
-
-    fn view(&self, key: &str, parent: &str, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: HashMap<String, String>) -> Result<()> {
-        let snapshot = self.storage.get(key)?;
-        if snapshot.kind()? != Kind::Active {
-            return Err(Error::failed_precondition(format!("snapshot {key:?} is not active")));
-        }
-        let tree = self.tree(snapshot.record.id);
-        let usage = disk_usage(&tree)?;
-        sync_filesystem(&tree)?;
-        self.storage.commit(name, key, usage.size, usage.inodes, labels)
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        let record = self.storage.remove(key)?;
-        remove_tree(&self.storage.dir(record.id))
-    }
-
-    fn walk(&self) -> Result<Vec<Info>> {
-        self.storage.list()
-    }
-
-    fn cleanup(&self) -> Result<()> {
-        self.storage.remove_orphan_dirs().map(|_| ())
-    }
-
-    fn close(&self) -> Result<()> {
-        self.storage.close();
-        Ok(())
     }
 }

@@ -17,12 +17,13 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use berth_core::mount::Mount;
-use berth_core::snapshots::{Info, Kind, Snapshotter, Usage};
+use berth_core::snapshots::Kind;
 use berth_core::{Error, Result};
 
-use crate::fsutil::{disk_usage, staging_dir, sync_filesystem};
+use crate::fsutil::staging_dir;
 use crate::remove::remove_tree;
 use crate::storage::{Snapshot, Storage};
+use crate::storage_backed::{Backend, StorageBacked};
 
 /// Snapshots as overlayfs layers.
 #[derive(Debug)]
@@ -34,77 +35,18 @@ pub struct Overlay {
 impl Overlay {
     /// Opens the snapshotter under `root`, after checking that this host can
     /// mount an overlay with an upper directory there.
-    pub fn open(root: &Path) -> Result<Self> {
+    pub fn open(root: &Path) -> Result<StorageBacked<Self>> {
         std::fs::create_dir_all(root).map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
         check_overlay_support(root)?;
-        Ok(Self {
+        Ok(StorageBacked(Self {
             storage: Storage::open(root)?,
             // containerd turns the index feature off where the kernel has it.
             index_off: Path::new("/sys/module/overlay/parameters/index").exists(),
-        })
-    }
-
-    fn upper(&self, id: u64) -> PathBuf {
-        self.storage.dir(id).join("fs")
+        }))
     }
 
     fn work(&self, id: u64) -> PathBuf {
         self.storage.dir(id).join("work")
-    }
-
-    fn mounts_of(&self, snapshot: &Snapshot) -> Result<Vec<Mount>> {
-        let kind = snapshot.kind()?;
-        let id = snapshot.record.id;
-        if snapshot.parent_ids.is_empty() {
-            let access = if kind == Kind::View { "ro" } else { "rw" };
-            return Ok(vec![bind(&self.upper(id), access)]);
-        }
-        let mut options = Vec::new();
-        if self.index_off {
-            options.push("index=off".to_string());
-        }
-        if kind == Kind::Active {
-            options.push(format!("workdir={}", self.work(id).display()));
-            options.push(format!("upperdir={}", self.upper(id).display()));
-        } else if snapshot.parent_ids.len() == 1 {
-            return Ok(vec![bind(&self.upper(snapshot.parent_ids[0]), "ro")]);
-        }
-        let lowers: Vec<String> = snapshot
-            .parent_ids
-            .iter()
-            .map(|p| self.upper(*p).display().to_string())
-            .collect();
-        options.push(format!("lowerdir={}", lowers.join(":")));
-        Ok(vec![Mount {
-            r#type: "overlay".into(),
-            source: "overlay".into(),
-            target: String::new(),
-            options,
-        }])
-    }
-
-    fn create(&self, key: &str, parent: &str, kind: Kind, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        let snapshot = self.storage.create(key, parent, kind, labels, |id, parent_ids| {
-            let staging = staging_dir(&self.storage.snapshots_dir())?;
-            let build = || -> std::io::Result<()> {
-                let fs = staging.join("fs");
-                std::fs::DirBuilder::new().mode(0o755).create(&fs)?;
-                if kind == Kind::Active {
-                    std::fs::DirBuilder::new().mode(0o711).create(staging.join("work"))?;
-                }
-                // The layer's root belongs to whoever owns the parent's root.
-                if let Some(parent_id) = parent_ids.first() {
-                    let owner = std::fs::metadata(self.upper(*parent_id))?;
-                    std::os::unix::fs::lchown(&fs, Some(owner.uid()), Some(owner.gid()))?;
-                }
-                std::fs::rename(&staging, self.storage.dir(id))
-            };
-            build().map_err(|e| {
-                let _ = remove_tree(&staging);
-                Error::io(format!("creating snapshot {key:?}"), &e)
-            })
-        })?;
-        self.mounts_of(&snapshot)
     }
 }
 
@@ -142,64 +84,63 @@ fn check_overlay_support(root: &Path) -> Result<()> {
     berth_core::mount::unmount_all(&p.join("merged"))
 }
 
-impl Snapshotter for Overlay {
-    fn stat(&self, key: &str) -> Result<Info> {
-        self.storage.get(key)?.info()
+impl Backend for Overlay {
+    fn storage(&self) -> &Storage {
+        &self.storage
     }
 
-    fn update_labels(&self, key: &str, labels: HashMap<String, String>) -> Result<Info> {
-        self.storage.update_labels(key, labels)
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let snapshot = self.storage.get(key)?;
-        if snapshot.kind()? == Kind::Active {
-            return disk_usage(&self.upper(snapshot.record.id));
+    fn mounts_of(&self, snapshot: &Snapshot) -> Result<Vec<Mount>> {
+        let kind = snapshot.kind()?;
+        let id = snapshot.record.id;
+        if snapshot.parent_ids.is_empty() {
+            let access = if kind == Kind::View { "ro" } else { "rw" };
+            return Ok(vec![bind(&self.files(id), access)]);
         }
-        Ok(Usage {
-            size: snapshot.record.size,
-            inodes: snapshot.record.inodes,
-        })
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        self.mounts_of(&self.storage.get(key)?)
-    }
-
-    fn prepare(&self, key: &str, parent: &str, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active, labels)
-    }
-
-    fn view(&self, key: &str, parent: &str, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: HashMap<String, String>) -> Result<()> {
-        let snapshot = self.storage.get(key)?;
-        if snapshot.kind()? != Kind::Active {
-            return Err(Error::failed_precondition(format!("snapshot {key:?} is not active")));
+        let mut options = Vec::new();
+        if self.index_off {
+            options.push("index=off".to_string());
         }
-        let upper = self.upper(snapshot.record.id);
-        let usage = disk_usage(&upper)?;
-        sync_filesystem(&upper)?;
-        self.storage.commit(name, key, usage.size, usage.inodes, labels)
+        if kind == Kind::Active {
+            options.push(format!("workdir={}", self.work(id).display()));
+            options.push(format!("upperdir={}", self.files(id).display()));
+        } else if snapshot.parent_ids.len() == 1 {
+            return Ok(vec![bind(&self.files(snapshot.parent_ids[0]), "ro")]);
+        }
+        let lowers: Vec<String> = snapshot
+            .parent_ids
+            .iter()
+            .map(|p| self.files(*p).display().to_string())
+            .collect();
+        options.push(format!("lowerdir={}", lowers.join(":")));
+        Ok(vec![Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options,
+        }])
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        let record = self.storage.remove(key)?;
-        remove_tree(&self.storage.dir(record.id))
-    }
-
-    fn walk(&self) -> Result<Vec<Info>> {
-        self.storage.list()
-    }
-
-    fn cleanup(&self) -> Result<()> {
-        self.storage.remove_orphan_dirs().map(|_| ())
-    }
-
-    fn close(&self) -> Result<()> {
-        self.storage.close();
-        Ok(())
+    fn create(&self, key: &str, parent: &str, kind: Kind, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
+        let snapshot = self.storage.create(key, parent, kind, labels, |id, parent_ids| {
+            let staging = staging_dir(&self.storage.snapshots_dir())?;
+            let build = || -> std::io::Result<()> {
+                let fs = staging.join("fs");
+                std::fs::DirBuilder::new().mode(0o755).create(&fs)?;
+                if kind == Kind::Active {
+                    std::fs::DirBuilder::new().mode(0o711).create(staging.join("work"))?;
+                }
+                // The layer's root belongs to whoever owns the parent's root.
+                if let Some(parent_id) = parent_ids.first() {
+                    let owner = std::fs::metadata(self.files(*parent_id))?;
+                    std::os::unix::fs::lchown(&fs, Some(owner.uid()), Some(owner.gid()))?;
+                }
+                std::fs::rename(&staging, self.storage.dir(id))
+            };
+            build().map_err(|e| {
+                let _ = remove_tree(&staging);
+                Error::io(format!("creating snapshot {key:?}"), &e)
+            })
+        })?;
+        self.mounts_of(&snapshot)
     }
 }
