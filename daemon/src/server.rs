@@ -57,11 +57,12 @@ pub async fn run(config: Config) -> Result<()> {
         .await?;
     report_plugins(&plugins);
 
-    let grpc_listener = bind(&grpc_address, &config)?;
-    let ttrpc_listener = match bind(&ttrpc_address, &config) {
+    // The ttrpc socket first: once the gRPC socket answers, both exist.
+    let ttrpc_listener = bind(&ttrpc_address, &config)?;
+    let grpc_listener = match bind(&grpc_address, &config) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = std::fs::remove_file(&grpc_address);
+            let _ = std::fs::remove_file(&ttrpc_address);
             return Err(e);
         }
     };
@@ -142,19 +143,37 @@ fn report_plugins(plugins: &PluginSet) {
 
 /// Binds a Unix socket with the API's mode and owner.
 fn bind(path: &Path, config: &Config) -> Result<UnixListener> {
-    let listener = UnixListener::bind(path).map_err(|e| Error::io(format!("listening on {}", path.display()), &e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+    // Bound under a temporary name and renamed into place once its mode and
+    // owner are set, so no client can ever reach a socket with looser rights.
+    // A short name in the same directory: the socket path limit is tight.
+    let staging = path.with_file_name(format!(".{}.s", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener =
+        UnixListener::bind(&staging).map_err(|e| Error::io(format!("listening on {}", path.display()), &e))?;
+    let prepared = prepare_socket(&staging, path, config).and_then(|()| {
+        std::fs::rename(&staging, path).map_err(|e| Error::io(format!("putting {} in place", path.display()), &e))
+    });
+    if let Err(e) = prepared {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+/// Gives a freshly bound socket its mode and owner.
+fn prepare_socket(staging: &Path, path: &Path, config: &Config) -> Result<()> {
+    std::fs::set_permissions(staging, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), &e))?;
     let (uid, gid) = (config.grpc.uid, config.grpc.gid);
     if uid != nix::unistd::geteuid().as_raw() || gid != nix::unistd::getegid().as_raw() {
-        nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).map_err(|e| {
+        nix::unistd::chown(staging, Some(uid.into()), Some(gid.into())).map_err(|e| {
             Error::io(
                 format!("giving {} to {uid}:{gid}", path.display()),
                 &std::io::Error::from(e),
             )
         })?;
     }
-    Ok(listener)
+    Ok(())
 }
 
 /// Routes to every gRPC plugin that initialised.
