@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod mount;
 pub mod mount_options;
 pub mod plugin;
+pub mod reopening_db;
 pub mod runtime;
 pub mod shutdown;
 pub mod snapshots;

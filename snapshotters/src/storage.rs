@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use berth_api::berth::metadata::v1::BackendSnapshot;
+use berth_core::reopening_db::ReopeningDatabase;
 use berth_core::snapshots::{Info, Kind};
 use berth_core::{Error, Result, timestamps};
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -28,6 +29,9 @@ const NEXT_ID: &str = "next_id";
 fn db_error(err: impl Into<redb::Error>) -> Error {
     match err.into() {
         redb::Error::Io(io) => Error::io("snapshotter metadata", &io),
+        redb::Error::PreviousIo => {
+            Error::unavailable("snapshotter metadata: an earlier write failed; it is being reopened")
+        }
         other => Error::internal(format!("snapshotter metadata: {other}")),
     }
 }
@@ -82,7 +86,7 @@ fn info_of(key: &str, record: &BackendSnapshot) -> Result<Info> {
 /// The records of one snapshotter.
 #[derive(Debug)]
 pub struct Storage {
-    db: Database,
+    db: ReopeningDatabase,
     root: PathBuf,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -93,11 +97,12 @@ impl Storage {
         let dir = root.join("snapshots");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
         let path = root.join("metadata.redb");
-        let db = Database::create(&path).map_err(|e| db_error(e).with_context(path.display()))?;
-        let txn = db.begin_write().map_err(db_error)?;
-        txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        txn.open_table(META).map_err(db_error)?;
-        txn.commit().map_err(db_error)?;
+        let db = ReopeningDatabase::create(&path, db_error)?;
+        db.write(|txn| {
+            txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            txn.open_table(META).map_err(db_error)?;
+            Ok(())
+        })?;
         Ok(Self {
             db,
             root: root.to_path_buf(),
@@ -111,7 +116,7 @@ impl Storage {
         self.closed.store(true, std::sync::atomic::Ordering::Release);
     }
 
-    fn db(&self) -> Result<&Database> {
+    fn db(&self) -> Result<&ReopeningDatabase> {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::unavailable("snapshotter is closed"));
         }
@@ -141,21 +146,22 @@ impl Storage {
 
     /// One snapshot with its parent chain.
     pub fn get(&self, key: &str) -> Result<Snapshot> {
-        let txn = self.db()?.begin_read().map_err(db_error)?;
-        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let get = |k: &str| -> Result<Option<BackendSnapshot>> {
-            table
-                .get(k)
-                .map_err(db_error)?
-                .map(|v| decode(k, v.value()))
-                .transpose()
-        };
-        let record = get(key)?.ok_or_else(|| not_found(key))?;
-        let parent_ids = Self::parent_ids(&get, record.parent.clone())?;
-        Ok(Snapshot {
-            key: key.to_string(),
-            record,
-            parent_ids,
+        self.db()?.read(|txn| {
+            let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let get = |k: &str| -> Result<Option<BackendSnapshot>> {
+                table
+                    .get(k)
+                    .map_err(db_error)?
+                    .map(|v| decode(k, v.value()))
+                    .transpose()
+            };
+            let record = get(key)?.ok_or_else(|| not_found(key))?;
+            let parent_ids = Self::parent_ids(&get, record.parent.clone())?;
+            Ok(Snapshot {
+                key: key.to_string(),
+                record,
+                parent_ids,
+            })
         })
     }
 
@@ -170,166 +176,169 @@ impl Storage {
         labels: HashMap<String, String>,
         make_dir: impl FnOnce(u64, &[u64]) -> Result<()>,
     ) -> Result<Snapshot> {
-        let txn = self.db()?.begin_write().map_err(db_error)?;
-        let snapshot = {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            if table.get(key).map_err(db_error)?.is_some() {
-                return Err(Error::already_exists(format!("snapshot {key:?}")));
-            }
-            let parent_ids = if parent.is_empty() {
-                Vec::new()
-            } else {
-                let parent_record = table
-                    .get(parent)
-                    .map_err(db_error)?
-                    .map(|v| decode(parent, v.value()))
-                    .transpose()?
-                    .ok_or_else(|| Error::not_found(format!("parent snapshot {parent:?}")))?;
-                if Kind::from_proto(parent_record.kind)? != Kind::Committed {
-                    return Err(Error::invalid_argument(format!(
-                        "parent snapshot {parent:?} is not committed"
-                    )));
+        self.db()?.write(|txn| {
+            let snapshot = {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+                if table.get(key).map_err(db_error)?.is_some() {
+                    return Err(Error::already_exists(format!("snapshot {key:?}")));
                 }
-                let get = |k: &str| -> Result<Option<BackendSnapshot>> {
-                    table
-                        .get(k)
+                let parent_ids = if parent.is_empty() {
+                    Vec::new()
+                } else {
+                    let parent_record = table
+                        .get(parent)
                         .map_err(db_error)?
-                        .map(|v| decode(k, v.value()))
-                        .transpose()
+                        .map(|v| decode(parent, v.value()))
+                        .transpose()?
+                        .ok_or_else(|| Error::not_found(format!("parent snapshot {parent:?}")))?;
+                    if Kind::from_proto(parent_record.kind)? != Kind::Committed {
+                        return Err(Error::invalid_argument(format!(
+                            "parent snapshot {parent:?} is not committed"
+                        )));
+                    }
+                    let get = |k: &str| -> Result<Option<BackendSnapshot>> {
+                        table
+                            .get(k)
+                            .map_err(db_error)?
+                            .map(|v| decode(k, v.value()))
+                            .transpose()
+                    };
+                    let mut ids = vec![parent_record.id];
+                    ids.extend(Self::parent_ids(&get, parent_record.parent.clone())?);
+                    ids
                 };
-                let mut ids = vec![parent_record.id];
-                ids.extend(Self::parent_ids(&get, parent_record.parent.clone())?);
-                ids
+                let id = next_id(txn)?;
+                let now = timestamps::now();
+                let record = BackendSnapshot {
+                    id,
+                    kind: kind.to_proto(),
+                    parent: parent.to_string(),
+                    labels,
+                    created_at: Some(now),
+                    updated_at: Some(now),
+                    size: 0,
+                    inodes: 0,
+                };
+                make_dir(id, &parent_ids)?;
+                table.insert(key, record.encode_to_vec().as_slice()).map_err(db_error)?;
+                Snapshot {
+                    key: key.to_string(),
+                    record,
+                    parent_ids,
+                }
             };
-            let id = next_id(&txn)?;
-            let now = timestamps::now();
-            let record = BackendSnapshot {
-                id,
-                kind: kind.to_proto(),
-                parent: parent.to_string(),
-                labels,
-                created_at: Some(now),
-                updated_at: Some(now),
-                size: 0,
-                inodes: 0,
-            };
-            make_dir(id, &parent_ids)?;
-            table.insert(key, record.encode_to_vec().as_slice()).map_err(db_error)?;
-            Snapshot {
-                key: key.to_string(),
-                record,
-                parent_ids,
-            }
-        };
-        txn.commit().map_err(db_error)?;
-        Ok(snapshot)
+            Ok(snapshot)
+        })
     }
 
     /// Turns the active snapshot `key` into the committed snapshot `name`
     /// with the given usage and labels.
     pub fn commit(&self, name: &str, key: &str, size: i64, inodes: i64, labels: HashMap<String, String>) -> Result<()> {
-        let txn = self.db()?.begin_write().map_err(db_error)?;
-        {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            let mut record = table
-                .get(key)
-                .map_err(db_error)?
-                .map(|v| decode(key, v.value()))
-                .transpose()?
-                .ok_or_else(|| not_found(key))?;
-            if Kind::from_proto(record.kind)? != Kind::Active {
-                return Err(Error::failed_precondition(format!("snapshot {key:?} is not active")));
+        self.db()?.write(|txn| {
+            {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+                let mut record = table
+                    .get(key)
+                    .map_err(db_error)?
+                    .map(|v| decode(key, v.value()))
+                    .transpose()?
+                    .ok_or_else(|| not_found(key))?;
+                if Kind::from_proto(record.kind)? != Kind::Active {
+                    return Err(Error::failed_precondition(format!("snapshot {key:?} is not active")));
+                }
+                if table.get(name).map_err(db_error)?.is_some() {
+                    return Err(Error::already_exists(format!("snapshot {name:?}")));
+                }
+                record.kind = Kind::Committed.to_proto();
+                record.size = size;
+                record.inodes = inodes;
+                record.labels.extend(labels);
+                record.updated_at = Some(timestamps::now());
+                table.remove(key).map_err(db_error)?;
+                table
+                    .insert(name, record.encode_to_vec().as_slice())
+                    .map_err(db_error)?;
             }
-            if table.get(name).map_err(db_error)?.is_some() {
-                return Err(Error::already_exists(format!("snapshot {name:?}")));
-            }
-            record.kind = Kind::Committed.to_proto();
-            record.size = size;
-            record.inodes = inodes;
-            record.labels.extend(labels);
-            record.updated_at = Some(timestamps::now());
-            table.remove(key).map_err(db_error)?;
-            table
-                .insert(name, record.encode_to_vec().as_slice())
-                .map_err(db_error)?;
-        }
-        txn.commit().map_err(db_error)
+            Ok(())
+        })
     }
 
     /// Forgets a snapshot (its directory is the caller's to remove after);
     /// FailedPrecondition while another snapshot has it as parent.
     pub fn remove(&self, key: &str) -> Result<BackendSnapshot> {
-        let txn = self.db()?.begin_write().map_err(db_error)?;
-        let record = {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            let record = table
-                .get(key)
-                .map_err(db_error)?
-                .map(|v| decode(key, v.value()))
-                .transpose()?
-                .ok_or_else(|| not_found(key))?;
-            let mut children = Vec::new();
-            for entry in table.iter().map_err(db_error)? {
-                let (k, v) = entry.map_err(db_error)?;
-                if decode(k.value(), v.value())?.parent == key {
-                    children.push(k.value().to_string());
+        self.db()?.write(|txn| {
+            let record = {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+                let record = table
+                    .get(key)
+                    .map_err(db_error)?
+                    .map(|v| decode(key, v.value()))
+                    .transpose()?
+                    .ok_or_else(|| not_found(key))?;
+                let mut children = Vec::new();
+                for entry in table.iter().map_err(db_error)? {
+                    let (k, v) = entry.map_err(db_error)?;
+                    if decode(k.value(), v.value())?.parent == key {
+                        children.push(k.value().to_string());
+                    }
                 }
-            }
-            if !children.is_empty() {
-                return Err(Error::failed_precondition(format!(
-                    "snapshot {key:?} has children ({}); remove them first",
-                    children.join(", ")
-                )));
-            }
-            table.remove(key).map_err(db_error)?;
-            record
-        };
-        txn.commit().map_err(db_error)?;
-        Ok(record)
+                if !children.is_empty() {
+                    return Err(Error::failed_precondition(format!(
+                        "snapshot {key:?} has children ({}); remove them first",
+                        children.join(", ")
+                    )));
+                }
+                table.remove(key).map_err(db_error)?;
+                record
+            };
+            Ok(record)
+        })
     }
 
     /// Replaces a snapshot's labels.
     pub fn update_labels(&self, key: &str, labels: HashMap<String, String>) -> Result<Info> {
-        let txn = self.db()?.begin_write().map_err(db_error)?;
-        let record = {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            let mut record = table
-                .get(key)
-                .map_err(db_error)?
-                .map(|v| decode(key, v.value()))
-                .transpose()?
-                .ok_or_else(|| not_found(key))?;
-            record.labels = labels;
-            record.updated_at = Some(timestamps::now());
-            table.insert(key, record.encode_to_vec().as_slice()).map_err(db_error)?;
-            record
-        };
-        txn.commit().map_err(db_error)?;
-        info_of(key, &record)
+        self.db()?.write(|txn| {
+            let record = {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+                let mut record = table
+                    .get(key)
+                    .map_err(db_error)?
+                    .map(|v| decode(key, v.value()))
+                    .transpose()?
+                    .ok_or_else(|| not_found(key))?;
+                record.labels = labels;
+                record.updated_at = Some(timestamps::now());
+                table.insert(key, record.encode_to_vec().as_slice()).map_err(db_error)?;
+                record
+            };
+            info_of(key, &record)
+        })
     }
 
     /// Every snapshot.
     pub fn list(&self) -> Result<Vec<Info>> {
-        let txn = self.db()?.begin_read().map_err(db_error)?;
-        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(db_error)? {
-            let (k, v) = entry.map_err(db_error)?;
-            out.push(info_of(k.value(), &decode(k.value(), v.value())?)?);
-        }
-        Ok(out)
+        self.db()?.read(|txn| {
+            let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (k, v) = entry.map_err(db_error)?;
+                out.push(info_of(k.value(), &decode(k.value(), v.value())?)?);
+            }
+            Ok(out)
+        })
     }
 
     /// Ids of every recorded snapshot.
     pub fn ids(&self) -> Result<HashSet<u64>> {
-        let txn = self.db()?.begin_read().map_err(db_error)?;
-        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let mut out = HashSet::new();
-        for entry in table.iter().map_err(db_error)? {
-            let (k, v) = entry.map_err(db_error)?;
-            out.insert(decode(k.value(), v.value())?.id);
-        }
-        Ok(out)
+        self.db()?.read(|txn| {
+            let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let mut out = HashSet::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (k, v) = entry.map_err(db_error)?;
+                out.insert(decode(k.value(), v.value())?.id);
+            }
+            Ok(out)
+        })
     }
 
     /// Removes every directory under `snapshots/` no record owns (left by a

@@ -82,8 +82,17 @@ impl Daemon {
     }
 
     fn start_configured(config: &str, extra_args: &[&str]) -> Self {
+        let mut daemon = Self::unstarted(config, extra_args);
+        daemon.launch();
+        daemon
+    }
+
+    /// A daemon set up on fresh directories but not started, for tests
+    /// that prepare its root first (e.g. mount a small filesystem there);
+    /// [`Self::relaunch`] starts it.
+    pub fn unstarted(config: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("berth-it").tempdir().expect("temp dir");
-        let mut daemon = Self {
+        let daemon = Self {
             root: dir.path().join("root"),
             state: dir.path().join("state"),
             socket: dir.path().join("berth.sock"),
@@ -94,7 +103,6 @@ impl Daemon {
             child: None,
         };
         std::fs::write(daemon.dir.path().join("config.toml"), config).expect("config file");
-        daemon.launch();
         daemon
     }
 

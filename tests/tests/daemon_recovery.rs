@@ -65,6 +65,9 @@ fn a_killed_shim_is_cleaned_up_and_its_exit_published() {
         .trim()
         .parse()
         .unwrap();
+    let cgroups = cgroups_of(pid);
+    assert!(!cgroups.is_empty(), "the container's cgroups are found");
+    let killed = std::time::Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
     let exit = events.wait_for_line(&["/tasks/exit", "\"container_id\":\"victim\""], Duration::from_secs(10));
     assert!(exit.contains("\"exit_status\":137"), "{exit}");
@@ -72,6 +75,11 @@ fn a_killed_shim_is_cleaned_up_and_its_exit_published() {
         &["/tasks/delete", "\"container_id\":\"victim\""],
         Duration::from_secs(10),
     );
+    // The measured latency, for the record (`--nocapture` shows it).
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("shim SIGKILL to /tasks/delete: {:?}", killed.elapsed());
+    }
     wait::until(Duration::from_secs(10), "the container's process to go", || {
         (!alive(pid)).then_some(())
     });
@@ -80,7 +88,39 @@ fn a_killed_shim_is_cleaned_up_and_its_exit_published() {
     assert!(!daemon.state.join("tasks/default/victim").exists(), "bundle left");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(daemon.dir().to_str().unwrap()), "mounts left");
+    for cgroup in &cgroups {
+        assert!(!cgroup.exists(), "cgroup {} left", cgroup.display());
+    }
     ctr.ok(&["container", "rm", "victim"]);
+}
+
+/// The cgroup directories a process is in, per hierarchy, below the root.
+fn cgroups_of(pid: i32) -> Vec<std::path::PathBuf> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mut dirs = Vec::new();
+    for line in table.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next().unwrap_or(""), fields.next().unwrap_or("/"));
+        if path == "/" {
+            continue;
+        }
+        let hierarchy = match controllers {
+            "" => "unified".to_string(),
+            named => named
+                .trim_start_matches("name=")
+                .split(',')
+                .next()
+                .unwrap_or(named)
+                .to_string(),
+        };
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(&hierarchy)
+            .join(path.trim_start_matches('/'));
+        if dir.exists() {
+            dirs.push(dir);
+        }
+    }
+    dirs
 }
 
 #[test]

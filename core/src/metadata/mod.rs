@@ -36,13 +36,14 @@ pub mod namespaces;
 mod records;
 pub mod snapshots;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::plugin::{Instance, Registration, types};
+use crate::reopening_db::ReopeningDatabase;
 
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -64,19 +65,19 @@ const MIGRATIONS: &[Migration] = &[];
 /// The open store. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct MetadataStore {
-    db: Arc<Database>,
-    path: PathBuf,
+    db: Arc<ReopeningDatabase>,
 }
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataStore").field("path", &self.path).finish()
+        f.debug_struct("MetadataStore").field("path", &self.db.path()).finish()
     }
 }
 
 /// Turns a redb failure into a berth error; a full disk stays recognisable.
 pub(crate) fn store_error(err: impl Into<redb::Error>) -> Error {
     match err.into() {
+        redb::Error::PreviousIo => Error::unavailable("metadata store: an earlier write failed; it is being reopened"),
         redb::Error::Io(io) => Error::io("metadata store", &io),
         redb::Error::DatabaseAlreadyOpen => Error::unavailable("metadata store is already open in another process"),
         other => Error::internal(format!("metadata store: {other}")),
@@ -89,25 +90,27 @@ impl MetadataStore {
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|e| Error::io(format!("creating {}", root.display()), &e))?;
         let path = root.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| store_error(e).with_context(path.display()))?;
-        let store = Self { db: Arc::new(db), path };
+        let db = ReopeningDatabase::create(&path, store_error)?;
+        let store = Self { db: Arc::new(db) };
         store.upgrade()?;
         Ok(store)
     }
 
     /// Where the store lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     /// The layout version recorded in the store.
     pub fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(store_error)?;
-        read_version(&txn)
+        self.db.read(read_version)
     }
 
     fn upgrade(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(store_error)?;
+        self.db.write(|txn| self.upgrade_in(txn))
+    }
+
+    fn upgrade_in(&self, txn: &WriteTransaction) -> Result<()> {
         let found = {
             let mut meta = txn.open_table(META).map_err(store_error)?;
             let found = meta.get(VERSION_KEY).map_err(store_error)?.map(|v| v.value());
@@ -116,12 +119,12 @@ impl MetadataStore {
             }
             found
         };
-        create_tables(&txn)?;
+        create_tables(txn)?;
         if let Some(mut version) = found {
             if version > SCHEMA_VERSION {
                 return Err(Error::failed_precondition(format!(
                     "metadata store {} has schema version {version}, newer than the {SCHEMA_VERSION} this berthd understands; run a newer berthd",
-                    self.path.display()
+                    self.path().display()
                 )));
             }
             while version < SCHEMA_VERSION {
@@ -129,14 +132,14 @@ impl MetadataStore {
                     .ok()
                     .and_then(|i| MIGRATIONS.get(i))
                     .ok_or_else(|| Error::internal(format!("no migration from schema version {version}")))?;
-                step(&txn)?;
+                step(txn)?;
                 version += 1;
                 tracing::info!(version, "metadata store migrated");
             }
             let mut meta = txn.open_table(META).map_err(store_error)?;
             meta.insert(VERSION_KEY, SCHEMA_VERSION).map_err(store_error)?;
         }
-        txn.commit().map_err(store_error)
+        Ok(())
     }
 
     /// Runs `work` in a read transaction on a blocking thread.
@@ -146,11 +149,7 @@ impl MetadataStore {
         F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        run_blocking(move || {
-            let txn = db.begin_read().map_err(store_error)?;
-            work(&txn)
-        })
-        .await
+        run_blocking(move || db.read(work)).await
     }
 
     /// Runs `work` in a write transaction on a blocking thread and commits
@@ -161,13 +160,7 @@ impl MetadataStore {
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        run_blocking(move || {
-            let txn = db.begin_write().map_err(store_error)?;
-            let value = work(&txn)?;
-            txn.commit().map_err(store_error)?;
-            Ok(value)
-        })
-        .await
+        run_blocking(move || db.write(work)).await
     }
 }
 
@@ -275,12 +268,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = MetadataStore::open(dir.path()).unwrap();
-            let txn = store.db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(VERSION_KEY, SCHEMA_VERSION + 1)
+            store
+                .db
+                .write(|txn| {
+                    txn.open_table(META)
+                        .unwrap()
+                        .insert(VERSION_KEY, SCHEMA_VERSION + 1)
+                        .unwrap();
+                    Ok(())
+                })
                 .unwrap();
-            txn.commit().unwrap();
         }
         let err = MetadataStore::open(dir.path()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
