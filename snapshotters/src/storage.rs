@@ -40,6 +40,16 @@ fn decode(key: &str, bytes: &[u8]) -> Result<BackendSnapshot> {
     BackendSnapshot::decode(bytes).map_err(|e| Error::internal(format!("snapshot {key:?}: corrupt record: {e}")))
 }
 
+/// The record of `key`, NotFound when there is none.
+fn existing(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<BackendSnapshot> {
+    table
+        .get(key)
+        .map_err(db_error)?
+        .map(|v| decode(key, v.value()))
+        .transpose()?
+        .ok_or_else(|| not_found(key))
+}
+
 fn not_found(key: &str) -> Error {
     Error::not_found(format!("snapshot {key:?}"))
 }
@@ -237,12 +247,7 @@ impl Storage {
         self.db()?.write(|txn| {
             {
                 let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-                let mut record = table
-                    .get(key)
-                    .map_err(db_error)?
-                    .map(|v| decode(key, v.value()))
-                    .transpose()?
-                    .ok_or_else(|| not_found(key))?;
+                let mut record = existing(&table, key)?;
                 if Kind::from_proto(record.kind)? != Kind::Active {
                     return Err(Error::failed_precondition(format!("snapshot {key:?} is not active")));
                 }
@@ -269,12 +274,7 @@ impl Storage {
         self.db()?.write(|txn| {
             let record = {
                 let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-                let record = table
-                    .get(key)
-                    .map_err(db_error)?
-                    .map(|v| decode(key, v.value()))
-                    .transpose()?
-                    .ok_or_else(|| not_found(key))?;
+                let record = existing(&table, key)?;
                 let mut children = Vec::new();
                 for entry in table.iter().map_err(db_error)? {
                     let (k, v) = entry.map_err(db_error)?;
@@ -300,12 +300,7 @@ impl Storage {
         self.db()?.write(|txn| {
             let record = {
                 let mut table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-                let mut record = table
-                    .get(key)
-                    .map_err(db_error)?
-                    .map(|v| decode(key, v.value()))
-                    .transpose()?
-                    .ok_or_else(|| not_found(key))?;
+                let mut record = existing(&table, key)?;
                 record.labels = labels;
                 record.updated_at = Some(timestamps::now());
                 table.insert(key, record.encode_to_vec().as_slice()).map_err(db_error)?;
