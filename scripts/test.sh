@@ -13,3 +13,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+
+# A daemon upgrade from an earlier commit (needs the repository's history).
+base=$(cat scripts/upgrade-base)
+if git rev-parse --verify --quiet "$base^{commit}" >/dev/null; then
+    ./scripts/upgrade-check.sh "$base"
+else
+    echo "upgrade check not run: commit $base is not in this checkout's history" >&2
+fi
