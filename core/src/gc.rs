@@ -310,6 +310,10 @@ pub fn registration() -> Registration {
                 let meta: Arc<MetadataStore> = ctx.get(types::METADATA)?;
                 let content: Arc<ContentStore> = ctx.get(types::CONTENT)?;
                 let snapshotters = Arc::new(Snapshotters::from_plugins(&ctx.plugins()));
+                if let Err(e) = crate::startup_repair::repair(&meta, &snapshotters).await {
+                    // Serving matters more: what stays is what a crash left, no worse.
+                    tracing::warn!(error = %e, "repairing what the previous daemon left half done failed");
+                }
                 let collector =
                     GarbageCollector::start((*meta).clone(), content, snapshotters, ctx.daemon.shutdown.clone());
                 Ok(Arc::new(collector) as Instance)

@@ -23,6 +23,7 @@ pub mod reopening_db;
 pub mod runtime;
 pub mod shutdown;
 pub mod snapshots;
+pub mod startup_repair;
 pub mod timestamps;
 
 pub use error::{Error, ErrorKind, Result};

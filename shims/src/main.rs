@@ -12,6 +12,7 @@ mod events;
 mod metrics;
 mod oom;
 mod service;
+mod socket_file;
 mod start;
 mod stdio;
 
@@ -77,7 +78,15 @@ fn serve(args: &args::Args) -> Result<(), String> {
         listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
         let publisher = events::Publisher::start(std::env::var("TTRPC_ADDRESS").ok(), args.namespace.clone());
-        let shim = service::Shim::new(runtime_root(&args.bundle, &args.namespace), publisher.clone());
+        let socket_file = match start::socket_address(args) {
+            start::SocketAddress::Path(path) => socket_file::SocketFile::claim(path),
+            start::SocketAddress::Abstract(_) => None,
+        };
+        let shim = service::Shim::new(
+            runtime_root(&args.bundle, &args.namespace),
+            publisher.clone(),
+            socket_file,
+        );
         let inner = shim.inner.clone();
         tokio::spawn(reap(inner.clone()));
         let mut shutdown = inner.shutdown.subscribe();
@@ -90,12 +99,11 @@ fn serve(args: &args::Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("serving: {e}"))?;
         publisher.drain(Duration::from_secs(5)).await;
+        if let Some(file) = &inner.socket_file {
+            file.remove_if_ours();
+        }
         Ok::<(), String>(())
     })?;
-    // Remove the socket file, if there is one.
-    if let start::SocketAddress::Path(path) = start::socket_address(args) {
-        let _ = std::fs::remove_file(path);
-    }
     Ok(())
 }
 

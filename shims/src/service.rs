@@ -31,6 +31,7 @@ use tonic::Status;
 
 use crate::container_runtime::{Binary, ContainerRuntime, InProcess};
 use crate::events::Publisher;
+use crate::socket_file::SocketFile;
 use crate::stdio;
 
 /// How a process ended.
@@ -98,6 +99,8 @@ pub struct Inner {
     container: Mutex<Option<Container>>,
     /// Set when the shim should exit.
     pub shutdown: watch::Sender<bool>,
+    /// The socket file to remove when shutting down (none if abstract).
+    pub socket_file: Option<SocketFile>,
 }
 
 /// The service.
@@ -125,7 +128,7 @@ fn joined<T>(result: Result<Result<T, Status>, tokio::task::JoinError>) -> Resul
 
 impl Shim {
     /// A shim whose runtime keeps its state under `root`.
-    pub fn new(root: PathBuf, publisher: Publisher) -> Self {
+    pub fn new(root: PathBuf, publisher: Publisher, socket_file: Option<SocketFile>) -> Self {
         let globals = Globals {
             root,
             ..Globals::default()
@@ -137,6 +140,7 @@ impl Shim {
                 children: tokio::sync::Mutex::new(()),
                 container: Mutex::new(None),
                 shutdown: watch::channel(false).0,
+                socket_file,
             }),
         }
     }
@@ -432,6 +436,7 @@ impl Task for Shim {
             c.init.stdio = running.take();
             Ok(())
         })?;
+        berth_core::failpoint::check("shim.after-create")?;
         let (id, oom_bundle) = (request.id.clone(), bundle.clone());
         if let Ok(Some(source)) = self
             .runtime(move |runtime| Ok(runtime.cgroup(&id, &oom_bundle)?.oom_source()))
@@ -460,6 +465,7 @@ impl Task for Shim {
 
     async fn start(&self, _context: RequestContext, request: StartRequest) -> Result<StartResponse, Status> {
         if request.exec_id.is_empty() {
+            berth_core::failpoint::check("shim.before-start")?;
             let (started, pid) = self.with_container(&request.id, |c| Ok((c.init.started, c.init.pid)))?;
             if started {
                 return Err(Status::failed_precondition(format!(
@@ -806,6 +812,10 @@ impl Task for Shim {
         // As containerd's shims: a shim with a container left keeps running.
         if self.inner.has_container() && !request.now {
             return Ok(());
+        }
+        // Gone before the answer: a successor may bind the same path at once.
+        if let Some(file) = &self.inner.socket_file {
+            file.remove_if_ours();
         }
         let _ = self.inner.shutdown.send(true);
         Ok(())

@@ -349,6 +349,7 @@ impl NamespacedSnapshots {
                 (Arc::clone(&backend), backend_name.clone(), active.backend_key.clone());
             blocking(move || backend.commit(&backend_name, &backend_key, inherited)).await?;
         }
+        crate::failpoint::check("snapshots.after-backend-commit")?;
         let (ns, sn, name, key) = (
             namespace.to_string(),
             snapshotter.to_string(),
