@@ -249,9 +249,19 @@ impl RuntimeManager {
             .await?;
         let address = String::from_utf8_lossy(&address).trim().to_string();
         crate::failpoint::check("runtime.after-shim-start")?;
-        let client = connect(&address)
-            .await
-            .map_err(|e| Error::unavailable(format!("task {id}: dialing the shim at {address}: {e}")))?;
+        let client = match connect(&address).await {
+            Ok(client) => client,
+            Err(e) => {
+                // Started but unreachable: it must not linger.
+                kill_shim_recorded_in(bundle);
+                let _ = self
+                    .run_shim_command(namespace, id, bundle, binary, "delete", None)
+                    .await;
+                return Err(Error::unavailable(format!(
+                    "task {id}: dialing the shim at {address}: {e}"
+                )));
+            }
+        };
         let mut shim = Shim::new(client, namespace, id, bundle, binary);
         let request = CreateTaskRequest {
             id: id.to_string(),
@@ -356,6 +366,23 @@ impl RuntimeManager {
         shim.shutdown(false).await;
         shim.bundle.remove();
         Ok(deleted)
+    }
+}
+
+/// SIGKILLs the shim whose pid the bundle records (`shim.pid`, written by
+/// the shim's `start`), if that process is still a shim of this bundle.
+fn kill_shim_recorded_in(bundle: &Bundle) {
+    let Some(pid) = std::fs::read_to_string(bundle.dir.join("shim.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .filter(|pid| *pid > 0)
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let bundle_arg = bundle.dir.as_os_str().as_encoded_bytes();
+    if cmdline.split(|b| *b == 0).any(|arg| arg == bundle_arg) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
