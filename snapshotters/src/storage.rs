@@ -40,14 +40,18 @@ fn decode(key: &str, bytes: &[u8]) -> Result<BackendSnapshot> {
     BackendSnapshot::decode(bytes).map_err(|e| Error::internal(format!("snapshot {key:?}: corrupt record: {e}")))
 }
 
-/// The record of `key`, NotFound when there is none.
-fn existing(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<BackendSnapshot> {
+/// The record of `key`, if there is one.
+fn lookup(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<BackendSnapshot>> {
     table
         .get(key)
         .map_err(db_error)?
         .map(|v| decode(key, v.value()))
-        .transpose()?
-        .ok_or_else(|| not_found(key))
+        .transpose()
+}
+
+/// The record of `key`, NotFound when there is none.
+fn existing(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<BackendSnapshot> {
+    lookup(table, key)?.ok_or_else(|| not_found(key))
 }
 
 fn not_found(key: &str) -> Error {
@@ -158,13 +162,7 @@ impl Storage {
     pub fn get(&self, key: &str) -> Result<Snapshot> {
         self.db()?.read(|txn| {
             let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            let get = |k: &str| -> Result<Option<BackendSnapshot>> {
-                table
-                    .get(k)
-                    .map_err(db_error)?
-                    .map(|v| decode(k, v.value()))
-                    .transpose()
-            };
+            let get = |k: &str| lookup(&table, k);
             let record = get(key)?.ok_or_else(|| not_found(key))?;
             let parent_ids = Self::parent_ids(&get, record.parent.clone())?;
             Ok(Snapshot {
@@ -195,24 +193,14 @@ impl Storage {
                 let parent_ids = if parent.is_empty() {
                     Vec::new()
                 } else {
-                    let parent_record = table
-                        .get(parent)
-                        .map_err(db_error)?
-                        .map(|v| decode(parent, v.value()))
-                        .transpose()?
+                    let parent_record = lookup(&table, parent)?
                         .ok_or_else(|| Error::not_found(format!("parent snapshot {parent:?}")))?;
                     if Kind::from_proto(parent_record.kind)? != Kind::Committed {
                         return Err(Error::invalid_argument(format!(
                             "parent snapshot {parent:?} is not committed"
                         )));
                     }
-                    let get = |k: &str| -> Result<Option<BackendSnapshot>> {
-                        table
-                            .get(k)
-                            .map_err(db_error)?
-                            .map(|v| decode(k, v.value()))
-                            .transpose()
-                    };
+                    let get = |k: &str| lookup(&table, k);
                     let mut ids = vec![parent_record.id];
                     ids.extend(Self::parent_ids(&get, parent_record.parent.clone())?);
                     ids
