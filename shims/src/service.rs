@@ -145,6 +145,19 @@ impl Shim {
         }
     }
 
+    /// The stdio of a process of container `id`: its stdin, stdout and
+    /// stderr URIs, and whether it has a terminal.
+    fn stdio_request(&self, id: &str, [stdin, stdout, stderr]: [&String; 3], terminal: bool) -> stdio::Request {
+        stdio::Request {
+            stdin: stdin.clone(),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            terminal,
+            namespace: self.inner.publisher.namespace().to_string(),
+            id: id.to_string(),
+        }
+    }
+
     fn container_runtime(&self) -> Arc<dyn ContainerRuntime> {
         Arc::clone(&self.inner.runtime.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -385,14 +398,11 @@ impl Task for Shim {
         {
             self.choose_runtime(&options, &bundle)?;
         }
-        let io = stdio::Request {
-            stdin: request.stdin.clone(),
-            stdout: request.stdout.clone(),
-            stderr: request.stderr.clone(),
-            terminal: request.terminal,
-            namespace: self.inner.publisher.namespace().to_string(),
-            id: request.id.clone(),
-        };
+        let io = self.stdio_request(
+            &request.id,
+            [&request.stdin, &request.stdout, &request.stderr],
+            request.terminal,
+        );
         let rootfs_mounted = mount_rootfs(&bundle, &request.rootfs)?;
         let mut setup = stdio::Setup::new(&io)?;
         let io_for_terminal = io.clone();
@@ -630,14 +640,11 @@ impl Task for Shim {
                     request.exec_id
                 )));
             }
-            let mut process = Process::new(stdio::Request {
-                stdin: request.stdin.clone(),
-                stdout: request.stdout.clone(),
-                stderr: request.stderr.clone(),
-                terminal: request.terminal,
-                namespace: self.inner.publisher.namespace().to_string(),
-                id: request.id.clone(),
-            });
+            let mut process = Process::new(self.stdio_request(
+                &request.id,
+                [&request.stdin, &request.stdout, &request.stderr],
+                request.terminal,
+            ));
             let mut spec = spec;
             spec.set_terminal(Some(request.terminal));
             process.spec = Some(spec);
