@@ -6,16 +6,29 @@
 //! `exit` (the process ends at once with status 137, no cleanup, as a
 //! SIGKILL would), `error` (the step fails), `sleep(ms)`. Without the
 //! variable every check is a lookup in an empty map.
+//!
+//! Only builds with the cargo feature `failpoints` (what the test command
+//! builds) have them: elsewhere [`check`] is an empty function and the
+//! variable means nothing, so no release build can be made to stall or
+//! crash by its environment.
 
 use std::collections::HashMap;
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+#[cfg(feature = "failpoints")]
+use crate::error::Error;
+use crate::error::Result;
 
 /// The environment variable naming the failpoints.
 pub const ENV: &str = "BERTH_FAILPOINTS";
 
+/// Whether this build has failpoints (and the other test-only hooks that
+/// follow the same switch).
+pub const ENABLED: bool = cfg!(feature = "failpoints");
+
+#[cfg_attr(not(any(test, feature = "failpoints")), allow(dead_code))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Action {
     Exit,
@@ -23,6 +36,7 @@ enum Action {
     Sleep(Duration),
 }
 
+#[cfg_attr(not(any(test, feature = "failpoints")), allow(dead_code))]
 fn parse(text: &str) -> HashMap<String, Action> {
     text.split(',')
         .filter_map(|pair| {
@@ -40,13 +54,22 @@ fn parse(text: &str) -> HashMap<String, Action> {
         .collect()
 }
 
+#[cfg(feature = "failpoints")]
 fn active() -> &'static HashMap<String, Action> {
     static ACTIVE: OnceLock<HashMap<String, Action>> = OnceLock::new();
     ACTIVE.get_or_init(|| std::env::var(ENV).map(|v| parse(&v)).unwrap_or_default())
 }
 
+/// Passes through failpoint `name`: nothing, in a build without them.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn check(_name: &str) -> Result<()> {
+    Ok(())
+}
+
 /// Passes through failpoint `name`: crashes, fails or stalls there when a
 /// test asked for it.
+#[cfg(feature = "failpoints")]
 pub fn check(name: &str) -> Result<()> {
     match active().get(name) {
         None => Ok(()),

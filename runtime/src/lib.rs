@@ -12,6 +12,7 @@ pub mod cgroups;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod ids;
 pub mod init;
 pub mod namespaces;
 pub mod process;

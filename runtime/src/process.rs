@@ -136,6 +136,9 @@ pub fn become_user(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<
         crate::capabilities::before_user_change(plan)?;
     }
     let user = process.user();
+    // Checked again at the point of use: an id past 2^31-1 would reach
+    // setresuid as -1, "unchanged", and leave the process root.
+    crate::ids::check_user(user)?;
     let groups: Vec<Gid> = user
         .additional_gids()
         .iter()

@@ -134,6 +134,7 @@ pub fn check_process(process: &oci_spec::runtime::Process) -> Result<()> {
             format!("{} is not an absolute path", process.cwd().display()),
         ));
     }
+    crate::ids::check_user(process.user())?;
     crate::capabilities::plan(process).map(|_| ())
 }
 

@@ -35,12 +35,8 @@ fn check(mappings: &[LinuxIdMapping], field: &str) -> Result<String> {
             return Err(Error::invalid(format!("{field}[{i}].size"), "must not be 0"));
         }
         let end = |start: u32| u64::from(start) + u64::from(m.size());
-        if end(m.container_id()) > 1 << 32 || end(m.host_id()) > 1 << 32 {
-            return Err(Error::invalid(
-                format!("{field}[{i}]"),
-                "the range runs past the largest id",
-            ));
-        }
+        crate::ids::check_range(&format!("{field}[{i}].containerID"), m.container_id(), m.size())?;
+        crate::ids::check_range(&format!("{field}[{i}].hostID"), m.host_id(), m.size())?;
         for (j, earlier) in mappings[..i].iter().enumerate() {
             let overlaps =
                 |a: u32, b: u32| u64::from(a) < u64::from(b) + u64::from(earlier.size()) && u64::from(b) < end(a);

@@ -320,12 +320,16 @@ impl Inner {
     }
 }
 
-/// The version `Connect` reports. `BERTH_TEST_SHIM_PROTOCOL` (tests only)
-/// makes the shim claim another protocol, to play a newer daemon's shim.
+/// The version `Connect` reports. In a build with failpoints,
+/// `BERTH_TEST_SHIM_PROTOCOL` makes the shim claim another protocol, to
+/// play a newer daemon's shim; other builds ignore it.
 fn advertised_version() -> String {
-    match std::env::var("BERTH_TEST_SHIM_PROTOCOL") {
-        Ok(protocol) => format!("berth {} protocol {protocol}", env!("CARGO_PKG_VERSION")),
-        Err(_) => berth_core::runtime::protocol::advertised(env!("CARGO_PKG_VERSION")),
+    let claimed = berth_core::failpoint::ENABLED
+        .then(|| std::env::var("BERTH_TEST_SHIM_PROTOCOL").ok())
+        .flatten();
+    match claimed {
+        Some(protocol) => format!("berth {} protocol {protocol}", env!("CARGO_PKG_VERSION")),
+        None => berth_core::runtime::protocol::advertised(env!("CARGO_PKG_VERSION")),
     }
 }
 
@@ -371,7 +375,12 @@ pub fn unmount_rootfs(bundle: &Path) -> Result<(), Status> {
 
 fn parse_process_spec(any: Option<&prost_types::Any>) -> Result<oci_spec::runtime::Process, Status> {
     let any = any.ok_or_else(|| Status::invalid_argument("exec: the process spec is missing"))?;
-    serde_json::from_slice(&any.value).map_err(|e| Status::invalid_argument(format!("exec: process spec: {e}")))
+    let process: oci_spec::runtime::Process =
+        serde_json::from_slice(&any.value).map_err(|e| Status::invalid_argument(format!("exec: process spec: {e}")))?;
+    // Refused here, before anything is recorded, as well as by the
+    // runtime when the process starts.
+    berth_runtime::ids::check_user(process.user()).map_err(|e| Status::invalid_argument(format!("exec: {e}")))?;
+    Ok(process)
 }
 
 fn signal_from(number: u32) -> Result<nix::sys::signal::Signal, Status> {

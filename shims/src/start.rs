@@ -61,7 +61,7 @@ fn bind(address: &SocketAddress) -> Result<UnixListener, String> {
     match address {
         SocketAddress::Path(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                private_dir(dir)?;
             }
             if path.exists() {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -69,7 +69,7 @@ fn bind(address: &SocketAddress) -> Result<UnixListener, String> {
                 }
                 let _ = std::fs::remove_file(path);
             }
-            UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))
+            bind_private(path)
         }
         SocketAddress::Abstract(name) => {
             use std::os::linux::net::SocketAddrExt as _;
@@ -78,6 +78,40 @@ fn bind(address: &SocketAddress) -> Result<UnixListener, String> {
             UnixListener::bind_addr(&addr).map_err(|e| format!("binding abstract socket {name}: {e}"))
         }
     }
+}
+
+/// Makes `dir` (and its parents) and leaves it 0700: whoever can reach a
+/// shim's socket controls its container, so only root may look inside.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(failed)?;
+    let mode = std::fs::metadata(dir).map_err(failed)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Binds a socket file that appears at `path` already 0600: bound under a
+/// temporary name, given its mode, then renamed into place.
+fn bind_private(path: &Path) -> Result<UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Shorter than the final name, so it fits a socket address too.
+    let temp = path.with_file_name(format!(".t{}", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let listener = UnixListener::bind(&temp).map_err(|e| format!("binding {}: {e}", temp.display()))?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(format!("binding {}: {e}", path.display()));
+    }
+    Ok(listener)
 }
 
 /// Writes `<bundle>/address` atomically.

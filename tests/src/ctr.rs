@@ -240,22 +240,43 @@ impl Ctr {
 }
 
 fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
+    // Drained while the command runs, so output past a pipe's buffer
+    // cannot stall it.
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
-    loop {
+    let (status, timed_out) = loop {
         match child.try_wait().expect("wait for child") {
-            Some(_) => return child.wait_with_output().expect("collect output"),
+            Some(status) => break (status, false),
             None if Instant::now() > deadline => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("collect output");
-                panic!(
-                    "{what} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
+                break (child.wait().expect("wait for child"), true);
             }
             None => std::thread::sleep(Duration::from_millis(5)),
         }
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    if timed_out {
+        panic!(
+            "{what} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
+    output
 }
 
 /// A `ctr` command running in the background; killed when dropped.

@@ -260,8 +260,8 @@ pub fn chain_id(diff_ids: &[String]) -> String {
 }
 
 /// Builds both archives of an image with the given layers (bottom first)
-/// into `dir`.
-fn build(dir: &Path, name: &str, layers: &[(Compression, Vec<u8>)]) -> TestImage {
+/// into `dir`, its config naming `user` when given.
+fn build_with_user(dir: &Path, name: &str, user: Option<&str>, layers: &[(Compression, Vec<u8>)]) -> TestImage {
     let diff_ids: Vec<String> = layers
         .iter()
         .map(|(_, tar)| format!("sha256:{}", sha256_hex(tar)))
@@ -279,11 +279,14 @@ fn build(dir: &Path, name: &str, layers: &[(Compression, Vec<u8>)]) -> TestImage
     let config = format!(
         concat!(
             r#"{{"created":"2024-01-01T00:00:00Z","architecture":"{arch}","os":"linux","#,
-            r#""config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"}},"#,
+            r#""config":{{{user}"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"}},"#,
             r#""rootfs":{{"type":"layers","diff_ids":[{diff_ids}]}},"#,
             r#""history":[{{"created":"2024-01-01T00:00:00Z","created_by":"berth test fixture"}}]}}"#
         ),
         arch = arch,
+        user = user
+            .map(|u| format!("\"User\":{},", serde_json::Value::from(u)))
+            .unwrap_or_default(),
         diff_ids = quoted_diff_ids.join(",")
     );
     let config_digest = format!("sha256:{}", sha256_hex(config.as_bytes()));
@@ -377,8 +380,42 @@ fn build(dir: &Path, name: &str, layers: &[(Compression, Vec<u8>)]) -> TestImage
     image
 }
 
+/// An image of the given layers (bottom first, plain tar bytes with how to
+/// store each), its config naming `user` when given; built once per `key`.
+pub fn custom(
+    key: &str,
+    name: &str,
+    user: Option<&str>,
+    layers: impl FnOnce() -> Vec<(Compression, Vec<u8>)>,
+) -> TestImage {
+    cached_with_user(&format!("custom-v1-{key}"), name, user, layers)
+}
+
+/// The busybox image with `user` as its config's `User`.
+pub fn busybox_as_user(name: &str, user: &str) -> TestImage {
+    let busybox = PathBuf::from("/bin/busybox");
+    let binary = std::fs::read(&busybox).expect("/bin/busybox (install busybox-static)");
+    let key = format!(
+        "busybox-user-{}-{}",
+        &sha256_hex(format!("{name} {user}").as_bytes())[..12],
+        &sha256_hex(&binary)[..16]
+    );
+    custom(&key, name, Some(user), || {
+        vec![(Compression::Gzip, tar_bytes(&busybox_rootfs(&busybox)))]
+    })
+}
+
 /// Builds (once per cache key) and returns an image made by `make_layer`.
 fn cached(key: &str, name: &str, make_layers: impl FnOnce() -> Vec<(Compression, Vec<u8>)>) -> TestImage {
+    cached_with_user(key, name, None, make_layers)
+}
+
+fn cached_with_user(
+    key: &str,
+    name: &str,
+    user: Option<&str>,
+    make_layers: impl FnOnce() -> Vec<(Compression, Vec<u8>)>,
+) -> TestImage {
     let root = std::env::temp_dir().join("berth-fixtures");
     let final_dir = root.join(key);
     let marker = final_dir.join("image.txt");
@@ -390,7 +427,7 @@ fn cached(key: &str, name: &str, make_layers: impl FnOnce() -> Vec<(Compression,
         .prefix(".staging")
         .tempdir_in(&root)
         .expect("staging dir");
-    let image = build(staging.path(), name, &make_layers());
+    let image = build_with_user(staging.path(), name, user, &make_layers());
     let mut marker_text = format!("{}\n{}\n{}\n", image.name, image.manifest_digest, image.config_digest);
     for (digest, diff_id) in image.layer_digests.iter().zip(&image.diff_ids) {
         marker_text.push_str(&format!("{digest} {diff_id}\n"));
@@ -581,8 +618,8 @@ mod tests {
     fn builds_are_byte_identical() {
         let rootfs = || tar_bytes(&busybox_rootfs(Path::new("/bin/busybox")));
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let first = build(a.path(), BUSYBOX_NAME, &[(Compression::Gzip, rootfs())]);
-        let second = build(b.path(), BUSYBOX_NAME, &[(Compression::Gzip, rootfs())]);
+        let first = build_with_user(a.path(), BUSYBOX_NAME, None, &[(Compression::Gzip, rootfs())]);
+        let second = build_with_user(b.path(), BUSYBOX_NAME, None, &[(Compression::Gzip, rootfs())]);
         assert_eq!(first.manifest_digest, second.manifest_digest);
         assert_eq!(
             std::fs::read(&first.oci_tar).unwrap(),
@@ -598,7 +635,7 @@ mod tests {
     fn the_layer_holds_busybox_and_its_applets() {
         let dir = tempfile::tempdir().unwrap();
         let layer = tar_bytes(&busybox_rootfs(Path::new("/bin/busybox")));
-        let image = build(dir.path(), BUSYBOX_NAME, &[(Compression::Gzip, layer.clone())]);
+        let image = build_with_user(dir.path(), BUSYBOX_NAME, None, &[(Compression::Gzip, layer.clone())]);
         assert_eq!(image.diff_id, format!("sha256:{}", sha256_hex(&layer)));
         let mut archive = tar::Archive::new(layer.as_slice());
         let names: Vec<String> = archive

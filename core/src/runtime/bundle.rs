@@ -5,18 +5,24 @@
 
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncBufReadExt as _;
+use tokio::task::AbortHandle;
 
 use crate::error::{Error, Result};
 
 /// The directories of one task.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Bundle {
     /// `<state>/tasks/<ns>/<id>`.
     pub dir: PathBuf,
     /// `<root>/tasks/<ns>/<id>`.
     pub work: PathBuf,
+    /// The task copying the log FIFO into the daemon's log, shared by the
+    /// bundle's clones: it holds the FIFO open (read-write, so it never
+    /// sees an end of file) until [`Bundle::remove`] stops it.
+    log_drain: Arc<Mutex<Option<AbortHandle>>>,
 }
 
 impl Bundle {
@@ -25,6 +31,7 @@ impl Bundle {
         Self {
             dir: state.join(namespace).join(id),
             work: root.join(namespace).join(id),
+            log_drain: Arc::default(),
         }
     }
 
@@ -82,16 +89,28 @@ impl Bundle {
             return;
         };
         let (namespace, id) = (namespace.to_string(), id.to_string());
-        tokio::spawn(async move {
+        let drain = tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(receiver).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::info!(namespace = %namespace, task = %id, "shim: {line}");
             }
         });
+        let earlier = self.drain_slot().replace(drain.abort_handle());
+        if let Some(earlier) = earlier {
+            earlier.abort();
+        }
     }
 
-    /// Removes the bundle and the work directory (whatever is left of them).
+    fn drain_slot(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
+        self.log_drain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes the bundle and the work directory (whatever is left of
+    /// them), and closes the log FIFO.
     pub fn remove(&self) {
+        if let Some(drain) = self.drain_slot().take() {
+            drain.abort();
+        }
         let rootfs = self.dir.join("rootfs");
         while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
         let _ = std::fs::remove_dir_all(&self.dir);

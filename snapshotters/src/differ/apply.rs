@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use berth_core::{Error, Result};
 
-use super::file_pool::{FileJob, FilePool, MAX_POOLED_FILE};
+use super::file_pool::{DirIdentity, FileJob, FilePool, MAX_POOLED_FILE, dir_identity};
+use super::header_budget::{Budgeted, Window};
 use super::root::{self, Root, clean, cstring, is_dir, join, list_dir, mkdir_at, remove_at, stat_at};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -65,11 +66,30 @@ impl Target {
 
 /// An archive entry the layer is refused for.
 fn invalid(name: &Path, why: impl std::fmt::Display) -> Error {
-    Error::invalid_argument(format!("layer entry {:?}: {why}", name.display().to_string()))
+    Error::invalid_argument(format!("{}: {why}", entry_label(name)))
 }
 
 fn io_error(name: &Path, e: io::Error) -> Error {
-    Error::io(format!("layer entry {:?}", name.display().to_string()), &e)
+    Error::io(entry_label(name), &e)
+}
+
+/// The longest entry name an error quotes whole: names can be up to the
+/// header budget long, and an error carrying a megabyte of name is one
+/// no client shows (or some cannot even receive).
+const QUOTED_NAME_LIMIT: usize = 256;
+
+/// `layer entry "<name>"`, the name cut short (with its full length)
+/// when it is longer than [`QUOTED_NAME_LIMIT`].
+pub(super) fn entry_label(name: &Path) -> String {
+    let name = name.display().to_string();
+    if name.len() <= QUOTED_NAME_LIMIT {
+        return format!("layer entry {name:?}");
+    }
+    let mut cut = QUOTED_NAME_LIMIT;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("layer entry {:?}… ({} bytes)", &name[..cut], name.len())
 }
 
 struct PendingTimes {
@@ -81,8 +101,9 @@ struct Applier<'a> {
     target: &'a Target,
     /// Creates small regular files on other threads.
     pool: FilePool,
-    /// The parent directory opened last, reused while entries stay in it.
-    parent_cache: Option<(Vec<OsString>, Arc<OwnedFd>)>,
+    /// The parent directory opened last, reused while entries stay in it,
+    /// with its identity (device, inode).
+    parent_cache: Option<(Vec<OsString>, Arc<OwnedFd>, DirIdentity)>,
     /// Entries this layer created (for opaque whiteouts on plain trees).
     unpacked: HashSet<Vec<OsString>>,
     dirs: Vec<PendingTimes>,
@@ -112,7 +133,8 @@ fn pax_time(value: &[u8]) -> Option<(i64, i64)> {
 
 /// Unpacks every entry of `archive` onto `target`.
 pub fn apply(archive: impl Read, target: &Target) -> Result<()> {
-    let mut archive = tar::Archive::new(archive);
+    let window = Window::default();
+    let mut archive = tar::Archive::new(Budgeted::new(archive, window.clone()));
     std::thread::scope(|scope| {
         let mut applier = Applier {
             target,
@@ -122,12 +144,22 @@ pub fn apply(archive: impl Read, target: &Target) -> Result<()> {
             dirs: Vec::new(),
             buffer: vec![0u8; 1 << 20],
         };
-        let entries = archive
+        let mut entries = archive
             .entries()
             .map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
-        for (index, entry) in entries.enumerate() {
+        for index in 0.. {
+            // Finding the next entry reads its headers and records into
+            // memory: bounded. Its data, read after, streams.
+            window.open();
+            let next = entries.next();
+            window.close();
+            let Some(entry) = next else { break };
             let mut entry = entry.map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
             applier.entry(&mut entry)?;
+            // What the entry did not use is skipped here, outside the
+            // bounded window.
+            io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| Error::invalid_argument(format!("reading the layer tar: {e}")))?;
             if index == 10 {
                 berth_core::failpoint::check("diff.during-apply")?;
             }
@@ -141,7 +173,7 @@ impl Applier<'_> {
         if self
             .parent_cache
             .as_ref()
-            .is_some_and(|(cached, _)| cached.starts_with(removed))
+            .is_some_and(|(cached, _, _)| cached.starts_with(removed))
         {
             self.parent_cache = None;
         }
@@ -149,15 +181,23 @@ impl Applier<'_> {
 
     /// Opens the parent directory of an entry, making missing directories.
     fn parent(&mut self, components: &[OsString], name: &Path) -> Result<&Arc<OwnedFd>> {
+        Ok(self.parent_with_identity(components, name)?.0)
+    }
+
+    /// The parent directory of an entry and which directory it really is:
+    /// through symlinks, two names can lead to the same one.
+    fn parent_with_identity(&mut self, components: &[OsString], name: &Path) -> Result<(&Arc<OwnedFd>, DirIdentity)> {
         let cached = self
             .parent_cache
             .as_ref()
-            .is_some_and(|(c, _)| c.as_slice() == components);
+            .is_some_and(|(c, _, _)| c.as_slice() == components);
         if !cached {
             let fd = self.open_or_make(components, name)?;
-            self.parent_cache = Some((components.to_vec(), Arc::new(fd)));
+            let identity = dir_identity(&fd).map_err(|e| io_error(name, e))?;
+            self.parent_cache = Some((components.to_vec(), Arc::new(fd), identity));
         }
-        Ok(&self.parent_cache.as_ref().expect("just set").1)
+        let (_, fd, identity) = self.parent_cache.as_ref().expect("just set");
+        Ok((fd, *identity))
     }
 
     fn open_or_make(&self, components: &[OsString], name: &Path) -> Result<OwnedFd> {
@@ -327,6 +367,13 @@ impl Applier<'_> {
             header.device_minor().ok().flatten().unwrap_or(0),
         );
 
+        // The same file may be reached under another name (a symlinked
+        // parent): if it is still being written, let it land first.
+        let (_, identity) = self.parent_with_identity(&components, &raw_name)?;
+        if self.pool.writes(identity, &base) {
+            self.pool.barrier()?;
+        }
+
         // Replace whatever is there, unless both are directories.
         let parent = self.parent(&components, &raw_name)?;
         let existing = stat_at(parent, &base).map_err(|e| io_error(&raw_name, e))?;
@@ -359,7 +406,7 @@ impl Applier<'_> {
                 times,
                 xattrs,
             };
-            self.pool.submit(full.clone(), job)?;
+            self.pool.submit(full.clone(), (identity, base.clone()), job)?;
             self.unpacked.insert(full);
             return Ok(());
         }

@@ -60,12 +60,28 @@ struct Shared {
     idle: Condvar,
 }
 
+/// Which directory a descriptor is open on: (device, inode).
+pub type DirIdentity = (u64, u64);
+
+/// The identity of the directory `fd` is open on.
+pub fn dir_identity(fd: &OwnedFd) -> io::Result<DirIdentity> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fd is open and st is writable.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded and filled st.
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// Workers creating files, and the paths they may still be writing.
 pub struct FilePool {
     sender: Option<SyncSender<FileJob>>,
     shared: Arc<Shared>,
-    /// Paths handed out since the last barrier.
+    /// Paths handed out since the last barrier, as the layer names them.
     pending: HashSet<Vec<OsString>>,
+    /// The same files by the directory they are really in and their name
+    /// there, which symlinked parents cannot disguise.
+    pending_files: HashSet<(DirIdentity, OsString)>,
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -120,8 +136,7 @@ fn work(jobs: Arc<Mutex<Receiver<FileJob>>>, shared: Arc<Shared>) {
             receiver.recv()
         };
         let Ok(job) = job else { return };
-        let outcome =
-            create(&job).map_err(|e| Error::io(format!("layer entry {:?}", job.entry.display().to_string()), &e));
+        let outcome = create(&job).map_err(|e| Error::io(super::apply::entry_label(&job.entry), &e));
         let mut progress = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
         progress.in_flight -= 1;
         if let Err(e) = outcome {
@@ -150,6 +165,7 @@ impl FilePool {
             sender: Some(sender),
             shared,
             pending: HashSet::new(),
+            pending_files: HashSet::new(),
         }
     }
 
@@ -158,11 +174,18 @@ impl FilePool {
         !self.pending.is_empty() && (1..=path.len()).any(|n| self.pending.contains(&path[..n]))
     }
 
-    /// Queues a file at `path` (its components in the layer).
-    pub fn submit(&mut self, path: Vec<OsString>, job: FileJob) -> Result<()> {
+    /// Whether the file `name` in directory `dir` may still be being written.
+    pub fn writes(&self, dir: DirIdentity, name: &OsString) -> bool {
+        !self.pending_files.is_empty() && self.pending_files.contains(&(dir, name.clone()))
+    }
+
+    /// Queues a file at `path` (its components in the layer), which is
+    /// `file` (its directory and name) on disk.
+    pub fn submit(&mut self, path: Vec<OsString>, file: (DirIdentity, OsString), job: FileJob) -> Result<()> {
         self.failed()?;
         self.shared.progress.lock().unwrap_or_else(|p| p.into_inner()).in_flight += 1;
         self.pending.insert(path);
+        self.pending_files.insert(file);
         let sender = self.sender.as_ref().expect("pool running");
         if sender.send(job).is_err() {
             return Err(Error::internal("the file workers stopped"));
@@ -184,6 +207,7 @@ impl FilePool {
             progress = self.shared.idle.wait(progress).unwrap_or_else(|p| p.into_inner());
         }
         self.pending.clear();
+        self.pending_files.clear();
         match &progress.failure {
             Some(e) => Err(e.clone()),
             None => Ok(()),

@@ -12,6 +12,7 @@ mod apply;
 mod compression;
 mod compute;
 mod file_pool;
+mod header_budget;
 pub(crate) mod root;
 #[cfg(test)]
 mod tests;

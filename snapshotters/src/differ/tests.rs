@@ -403,3 +403,110 @@ fn a_truncated_or_corrupt_layer_is_an_invalid_argument() {
     let err = apply(&garbage[..], &Target::directory(dir.path()).unwrap()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn a_file_written_twice_through_a_symlinked_directory_keeps_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut layer = tar::Builder::new(Vec::new());
+    raw_entry(&mut layer, tar::EntryType::Directory, "usr/", "", b"");
+    raw_entry(&mut layer, tar::EntryType::Directory, "usr/lib/", "", b"");
+    raw_entry(&mut layer, tar::EntryType::Symlink, "lib", "usr/lib", b"");
+    raw_entry(&mut layer, tar::EntryType::Regular, "usr/lib/x", "", b"first");
+    raw_entry(&mut layer, tar::EntryType::Regular, "lib/x", "", b"second");
+    // An absolute link resolves inside the root too.
+    raw_entry(&mut layer, tar::EntryType::Symlink, "abs", "/usr/lib", b"");
+    raw_entry(&mut layer, tar::EntryType::Regular, "usr/lib/y", "", b"first");
+    raw_entry(&mut layer, tar::EntryType::Regular, "abs/y", "", b"second");
+    let layer = layer.into_inner().unwrap();
+    apply(layer.as_slice(), &Target::directory(dir.path()).unwrap()).unwrap();
+    assert_eq!(read(&dir.path().join("usr/lib/x")), "second");
+    assert_eq!(read(&dir.path().join("usr/lib/y")), "second");
+    assert_eq!(fs::read_link(dir.path().join("lib")).unwrap(), Path::new("usr/lib"));
+    assert_eq!(fs::read_link(dir.path().join("abs")).unwrap(), Path::new("/usr/lib"));
+}
+
+#[test]
+fn the_same_path_twice_and_links_to_replaced_files_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut layer = tar::Builder::new(Vec::new());
+    raw_entry(&mut layer, tar::EntryType::Regular, "twice", "", b"one");
+    raw_entry(&mut layer, tar::EntryType::Regular, "twice", "", b"two");
+    // A link made before its target is replaced keeps the old file...
+    raw_entry(&mut layer, tar::EntryType::Regular, "f", "", b"old");
+    raw_entry(&mut layer, tar::EntryType::Link, "kept", "f", b"");
+    raw_entry(&mut layer, tar::EntryType::Regular, "f", "", b"new");
+    // ...and one made after shares the new one.
+    raw_entry(&mut layer, tar::EntryType::Link, "shared", "f", b"");
+    // A link that is itself replaced by a file.
+    raw_entry(&mut layer, tar::EntryType::Link, "was-link", "f", b"");
+    raw_entry(&mut layer, tar::EntryType::Regular, "was-link", "", b"own");
+    let layer = layer.into_inner().unwrap();
+    apply(layer.as_slice(), &Target::directory(dir.path()).unwrap()).unwrap();
+    let root = dir.path();
+    assert_eq!(read(&root.join("twice")), "two");
+    assert_eq!(read(&root.join("kept")), "old");
+    assert_eq!(read(&root.join("f")), "new");
+    assert_eq!(read(&root.join("shared")), "new");
+    assert_eq!(read(&root.join("was-link")), "own");
+    let ino = |p: &str| fs::metadata(root.join(p)).unwrap().ino();
+    assert_eq!(ino("f"), ino("shared"));
+    assert_ne!(ino("f"), ino("kept"));
+    assert_ne!(ino("f"), ino("was-link"));
+    assert_eq!(read(&root.join("f")), "new", "replacing the link left its target alone");
+}
+
+/// A layer whose GNU long name record is `size` bytes (compressed to
+/// almost nothing: it is all one letter).
+fn long_name_layer(kind: tar::EntryType, size: usize) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(size as u64);
+    header.set_cksum();
+    layer.append(&header, vec![b'a'; size].as_slice()).unwrap();
+    raw_entry(&mut layer, tar::EntryType::Regular, "short", "", b"data");
+    layer.into_inner().unwrap()
+}
+
+#[test]
+fn header_records_past_1_mib_are_refused_and_smaller_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [
+        tar::EntryType::GNULongName,
+        tar::EntryType::GNULongLink,
+        tar::EntryType::XHeader,
+    ] {
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        let err = apply(
+            long_name_layer(kind, 4 << 20).as_slice(),
+            &Target::directory(&target).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{kind:?}: {err}");
+        assert!(err.to_string().contains("exceeds 1 MiB"), "{kind:?}: {err}");
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "{kind:?}: something was written"
+        );
+        fs::remove_dir_all(&target).unwrap();
+    }
+    // A long name of a few kilobytes is an ordinary name.
+    let name = format!("{}/file", "d".repeat(200));
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(2);
+    layer.append_data(&mut header, &name, &b"ok"[..]).unwrap();
+    let layer = layer.into_inner().unwrap();
+    apply(layer.as_slice(), &Target::directory(dir.path()).unwrap()).unwrap();
+    assert_eq!(read(&dir.path().join(&name)), "ok");
+}
