@@ -10,6 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::WaitStatus;
 
 use crate::args::{Cli, Command, CreateArgs, Format};
+use crate::foreground_terminal::{self, Pending, Proxy, Resizer};
 
 fn out(text: &str) -> Result<()> {
     std::io::stdout()
@@ -51,8 +52,15 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Create { args, .. } => create(&globals, &options(args)).map(|_| 0),
         Command::Exec(args) => {
             let forwarded = if args.detach { None } else { Some(become_waiter()?) };
-            crate::exec_command::run(&globals, args, |pid| match forwarded {
-                Some(signals) => wait_forwarding(pid, signals),
+            crate::exec_command::run(&globals, args, |pid, terminal| match forwarded {
+                Some(signals) => {
+                    let proxy = terminal.map(Pending::receive).transpose()?;
+                    let code = wait_forwarding(pid, signals, proxy.as_ref().map(Proxy::resizer));
+                    if let Some(proxy) = proxy {
+                        proxy.finish();
+                    }
+                    code
+                }
                 None => Ok(0),
             })
         }
@@ -223,13 +231,19 @@ fn become_waiter() -> Result<SigSet> {
     Ok(forwarded)
 }
 
-/// Waits for `pid`, passing it the signals this process receives; its exit
-/// code (128 + the signal when killed).
-fn wait_forwarding(pid: i32, forwarded: SigSet) -> Result<i32> {
+/// Waits for `pid`, passing it the signals this process receives (but
+/// for SIGWINCH, which resizes the terminal when berth-runc holds it); its
+/// exit code (128 + the signal when killed).
+fn wait_forwarding(pid: i32, forwarded: SigSet, terminal: Option<Resizer>) -> Result<i32> {
     let pid = nix::unistd::Pid::from_raw(pid);
     std::thread::spawn(move || {
         while let Ok(signal) = forwarded.wait() {
-            let _ = nix::sys::signal::kill(pid, signal);
+            match (&terminal, signal) {
+                (Some(terminal), Signal::SIGWINCH) => terminal.resize(),
+                _ => {
+                    let _ = nix::sys::signal::kill(pid, signal);
+                }
+            }
         }
     });
     loop {
@@ -249,7 +263,24 @@ fn run_container(globals: &Globals, args: &CreateArgs, detach: bool, keep: bool)
     // The container's init is reparented to us when its first process
     // exits, so we can wait for it.
     let forwarded = if detach { None } else { Some(become_waiter()?) };
-    let state = create(globals, &options(args))?;
+    let mut options = options(args);
+    // In the foreground with a terminal and nowhere to send it, the
+    // terminal is ours to pass on, as with runc.
+    let terminal = if !detach && options.console_socket.is_none() && spec_wants_terminal(&args.bundle) {
+        let (console, pending) = foreground_terminal::pair()?;
+        options.console = Some(console);
+        Some(pending)
+    } else {
+        None
+    };
+    let state = create(globals, &options)?;
+    let proxy = match terminal.map(Pending::receive).transpose() {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            let _ = delete::delete(globals, &args.id, true);
+            return Err(e);
+        }
+    };
     if let Err(e) = start::start(globals, &args.id) {
         let _ = delete::delete(globals, &args.id, true);
         return Err(e);
@@ -257,9 +288,26 @@ fn run_container(globals: &Globals, args: &CreateArgs, detach: bool, keep: bool)
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding(state.pid, forwarded.unwrap_or_else(SigSet::empty))?;
+    let code = wait_forwarding(
+        state.pid,
+        forwarded.unwrap_or_else(SigSet::empty),
+        proxy.as_ref().map(Proxy::resizer),
+    );
+    if let Some(proxy) = proxy {
+        proxy.finish();
+    }
+    let code = code?;
     if !keep {
         delete::delete(globals, &args.id, true)?;
     }
     Ok(code)
+}
+
+/// Whether the bundle's spec asks for a terminal (an unreadable spec is
+/// left for create to report).
+fn spec_wants_terminal(bundle: &Path) -> bool {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .is_some_and(|spec| spec["process"]["terminal"].as_bool() == Some(true))
 }

@@ -9,6 +9,7 @@ use berth_runtime::error::{Error, Result};
 use oci_spec::runtime::{Capability, Process, UserBuilder};
 
 use crate::args::ExecArgs;
+use crate::foreground_terminal::{self, Pending};
 
 /// Reads `--process`.
 fn process_file(path: &Path) -> Result<Process> {
@@ -100,8 +101,10 @@ fn process_from_flags(globals: &Globals, args: &ExecArgs) -> Result<Process> {
     Ok(process)
 }
 
-/// Runs `exec`; the exit code is the process's when waited for.
-pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32) -> Result<i32>) -> Result<i32> {
+/// Runs `exec`; the exit code is the process's when waited for. `wait`
+/// gets the pid, and the terminal to pass on when the process has one and
+/// no `--console-socket` takes it (only in the foreground).
+pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32, Option<Pending>) -> Result<i32>) -> Result<i32> {
     let mut process = match &args.process {
         Some(path) => process_file(path)?,
         None => process_from_flags(globals, args)?,
@@ -109,6 +112,12 @@ pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32) -> Result<
     if args.tty {
         process.set_terminal(Some(true));
     }
+    let (console, terminal) = if !args.detach && args.console_socket.is_none() && process.terminal() == Some(true) {
+        let (console, pending) = foreground_terminal::pair()?;
+        (Some(console), Some(pending))
+    } else {
+        (None, None)
+    };
     let options = ExecOptions {
         id: args.id.clone(),
         process,
@@ -116,11 +125,11 @@ pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32) -> Result<
         console_socket: args.console_socket.clone(),
         preserve_fds: args.preserve_fds,
         stdio: None,
-        console: None,
+        console,
     };
     let pid = exec(globals, &options)?;
     if args.detach {
         return Ok(0);
     }
-    wait(pid)
+    wait(pid, terminal)
 }

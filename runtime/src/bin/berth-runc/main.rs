@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod exec_command;
+mod foreground_terminal;
 mod log;
 
 use clap::Parser as _;
