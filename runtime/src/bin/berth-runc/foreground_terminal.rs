@@ -133,17 +133,12 @@ impl Proxy {
     /// while; then the host terminal is put back as it was (on drop).
     pub fn finish(self) {
         let mut seen = self.output.load(Ordering::Relaxed);
-        loop {
-            match self.output_done.recv_timeout(QUIET_AFTER_EXIT) {
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = self.output.load(Ordering::Relaxed);
-                    if now == seen {
-                        break;
-                    }
-                    seen = now;
-                }
-                _ => break,
+        while let Err(RecvTimeoutError::Timeout) = self.output_done.recv_timeout(QUIET_AFTER_EXIT) {
+            let now = self.output.load(Ordering::Relaxed);
+            if now == seen {
+                break;
             }
+            seen = now;
         }
         let _ = std::io::stdout().flush();
     }
