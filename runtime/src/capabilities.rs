@@ -87,9 +87,12 @@ pub fn after_user_change(plan: &CapabilityPlan) -> Result<()> {
     caps::clear(None, CapSet::Ambient).map_err(|e| failed("clearing the ambient set", e))?;
     for cap in &plan.ambient {
         // As runc: an ambient capability the kernel refuses (one not both
-        // permitted and inheritable, as in the default spec) is left out
-        // rather than failing the container.
-        let _ = caps::raise(None, CapSet::Ambient, *cap);
+        // permitted and inheritable, as in the default spec) is left out,
+        // with a warning, rather than failing the container.
+        if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "warning: can't raise ambient capability {cap}: {e}");
+        }
     }
     Ok(())
 }

@@ -47,7 +47,14 @@ pub fn prepare(process: &Process) -> Result<Exec> {
     let command = args
         .first()
         .ok_or_else(|| Error::invalid("process.args", "no command to run"))?;
-    let env: Vec<String> = process.env().clone().unwrap_or_default();
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|passwd| home_of(&passwd, process.user().uid()))
+            .unwrap_or_else(|| "/".to_string());
+        env.push(format!("HOME={home}"));
+    }
     let path = if command.contains('/') {
         let path = PathBuf::from(command);
         if !is_executable(&path) {
@@ -82,6 +89,15 @@ pub fn prepare(process: &Process) -> Result<Exec> {
             .enumerate()
             .map(|(i, e)| cstring(e, &format!("process.env[{i}]")))
             .collect::<Result<_>>()?,
+    })
+}
+
+/// The home directory `/etc/passwd` (its text) gives `uid`: the process
+/// gets it as HOME when its environment has none, else "/" (as with runc).
+fn home_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 6 && fields[2].parse() == Ok(uid) && !fields[5].is_empty()).then(|| fields[5].to_string())
     })
 }
 
@@ -221,5 +237,19 @@ pub fn exec(exec: &Exec) -> Error {
     match nix::unistd::execve(&exec.path, &exec.args, &exec.env) {
         Err(e) => Error::nix("exec", exec.path.to_string_lossy().into_owned(), e),
         Ok(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_comes_from_the_users_passwd_line() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nbad line\ntempuser:x:2000:2000::/home/tempuser:/bin/sh\nnohome:x:3000:3000:::/bin/sh\n";
+        assert_eq!(home_of(passwd, 0).as_deref(), Some("/root"));
+        assert_eq!(home_of(passwd, 2000).as_deref(), Some("/home/tempuser"));
+        assert_eq!(home_of(passwd, 3000), None);
+        assert_eq!(home_of(passwd, 1000), None);
     }
 }

@@ -56,12 +56,42 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
 
 /// Parses and checks a spec's text.
 pub fn parse(text: &str) -> Result<Spec> {
-    let raw: serde_json::Value =
+    let mut raw: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::invalid("config.json", e.to_string()))?;
+    for unknown in drop_unknown_capabilities(&mut raw) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: ignoring unknown or unavailable capability {unknown}"
+        );
+    }
     check_raw(&raw)?;
     let spec: Spec = serde_json::from_value(raw).map_err(|e| Error::invalid("config.json", e.to_string()))?;
     check(&spec)?;
     Ok(spec)
+}
+
+/// Takes capability names this runtime does not know out of the process's
+/// sets, and returns them: runc warns of them and runs the container
+/// without them (a spec written for a newer kernel still runs).
+pub fn drop_unknown_capabilities(raw: &mut serde_json::Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let Some(sets) = raw.pointer_mut("/process/capabilities").and_then(|c| c.as_object_mut()) else {
+        return unknown;
+    };
+    for names in sets.values_mut().filter_map(|v| v.as_array_mut()) {
+        names.retain(|name| {
+            // Anything but a name is left for check_raw to refuse.
+            let Some(text) = name.as_str() else { return true };
+            let known = text.parse::<caps::Capability>().is_ok()
+                && serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
+            if !known && !unknown.iter().any(|u| u == text) {
+                unknown.push(text.to_string());
+            }
+            known
+        });
+    }
+    unknown
 }
 
 /// Checks the fields whose serde errors would not say where they are.
@@ -189,8 +219,7 @@ pub fn default_spec_json() -> String {
             "capabilities": {
                 "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
                 "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true
@@ -239,6 +268,31 @@ mod tests {
     }
 
     #[test]
+    fn unknown_capabilities_are_left_out_and_named() {
+        let text = with(|v| {
+            v["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_UNKNOWN", "CAP_KILL", "UNKNOWN_CAP"]);
+            v["process"]["capabilities"]["ambient"] = serde_json::json!(["CAP_UNKNOWN"]);
+        });
+        let mut raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(drop_unknown_capabilities(&mut raw), ["CAP_UNKNOWN", "UNKNOWN_CAP"]);
+        assert_eq!(
+            raw["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        let spec = parse(&text).unwrap();
+        let bounding = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .clone();
+        assert_eq!(bounding.unwrap().len(), 1);
+    }
+
+    #[test]
     fn the_default_spec_parses() {
         let spec = parse(&default_spec_json()).unwrap();
         assert_eq!(spec.hostname().as_deref(), Some("berth"));
@@ -275,7 +329,7 @@ mod tests {
             ),
             ("{not json".to_string(), "config.json"),
             (
-                with(|v| v["process"]["capabilities"]["bounding"][1] = "CAP_FLY".into()),
+                with(|v| v["process"]["capabilities"]["bounding"][1] = 7.into()),
                 "process.capabilities.bounding[1]",
             ),
         ];

@@ -124,6 +124,59 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// The top level's help, in the layout tools written for runc read.
+const HELP: &str = "NAME:\n   {bin} - Open Container Initiative runtime\n\n{about}\n\nUSAGE:\n   {usage}\n\nCOMMANDS:\n{subcommands}\n\nGLOBAL OPTIONS:\n{options}\n";
+
+/// Each command's help, likewise (`{program}` is the binary's name,
+/// `{command}` the command's).
+const COMMAND_HELP: &str = "NAME:\n   {program} {command} - {about}\n\nUSAGE:\n   {usage}\n\nOPTIONS:\n{options}\n";
+
+/// Global options that take a value as the next argument.
+const GLOBAL_VALUE_OPTIONS: [&str; 4] = ["--root", "--log", "--log-format", "--criu"];
+
+/// The command line's definition, with runc's help layout.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let program = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "berth-runc".to_string());
+    Cli::command().help_template(HELP).mut_subcommands(|command| {
+        let help = COMMAND_HELP
+            .replace("{program}", &program)
+            .replace("{command}", command.get_name());
+        command.help_template(help)
+    })
+}
+
+/// For `berth-runc foo -h` with no command `foo`: the message runc gives.
+pub fn missing_help_topic(args: &[String]) -> Option<String> {
+    let mut position = 1;
+    while let Some(arg) = args.get(position) {
+        if !arg.starts_with('-') {
+            break;
+        }
+        position += if GLOBAL_VALUE_OPTIONS.contains(&arg.as_str()) {
+            2
+        } else {
+            1
+        };
+    }
+    let (topic, rest) = args.get(position..)?.split_first()?;
+    if !rest.iter().any(|a| a == "-h" || a == "--help") {
+        return None;
+    }
+    let command = command();
+    let known = command
+        .get_subcommands()
+        .any(|c| c.get_name() == topic || c.get_all_aliases().any(|a| a == topic));
+    (!known && topic != "help").then(|| format!("No help topic for '{topic}'"))
+}
+
 /// Output formats of list and ps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -220,9 +273,33 @@ pub enum Command {
         format: Format,
         /// Container id.
         id: String,
-        /// Accepted for runc compatibility (options for ps).
-        #[arg(trailing_var_arg = true)]
+        /// Options for ps(1) in the table format (default `-ef`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
+    },
+    /// Print a container's resource usage as JSON events, and its OOM
+    /// kills, until it is gone.
+    Events {
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print stats (`5s`, `100ms`, `1m`).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        /// Container id.
+        id: String,
+    },
+    /// Checkpoint a running container (not offered by berth-runc).
+    Checkpoint {
+        /// runc's checkpoint options and the container id.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Restore a container from a checkpoint (not offered by berth-runc).
+    Restore {
+        /// runc's restore options and the container id.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Write a default config.json.
     Spec {

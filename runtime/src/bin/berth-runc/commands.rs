@@ -40,8 +40,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     if cli.version {
         out(&format!(
-            "berth-runc version {}\nspec: 1.0.2-dev\n",
-            env!("CARGO_PKG_VERSION")
+            "berth-runc version {}\ncommit: {}\nspec: 1.0.2-dev\nlibseccomp: {}\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("BERTH_REVISION"),
+            libseccomp_version()
         ))?;
         return Ok(0);
     }
@@ -93,20 +95,15 @@ pub fn run(cli: &Cli) -> Result<i32> {
             update::update(&globals, id, &update::parse_resources(&text)?).map(|()| 0)
         }
         Command::List { format, quiet } => list(&globals, *format, *quiet).map(|()| 0),
-        Command::Ps { format, id, .. } => {
-            let pids = query::pids(&globals, id)?;
-            match format {
-                Format::Json => out(&format!("{}\n", serde_json::to_string(&pids).unwrap_or_default()))?,
-                Format::Table => {
-                    let mut text = String::from("PID\n");
-                    for pid in pids {
-                        text.push_str(&format!("{pid}\n"));
-                    }
-                    out(&text)?;
-                }
-            }
+        Command::Ps { format, id, ps_args } => {
+            out(&crate::ps_command::render(&globals, id, *format, ps_args)?)?;
             Ok(0)
         }
+        Command::Events { stats, interval, id } => crate::events_command::run(&globals, id, *stats, interval),
+        Command::Checkpoint { .. } | Command::Restore { .. } => Err(Error::other(
+            "checkpoint and restore",
+            "berth-runc does not checkpoint containers (no CRIU support)",
+        )),
         Command::Spec { bundle } => write_spec(bundle).map(|()| 0),
         Command::Features => {
             out(&format!("{}\n", features()))?;
@@ -155,12 +152,17 @@ fn write_spec(bundle: &Path) -> Result<()> {
     std::fs::write(&path, berth_runtime::spec::default_spec_json() + "\n").map_err(|e| Error::io("writing", &path, &e))
 }
 
+/// The libseccomp this binary runs with (empty if it cannot tell).
+fn libseccomp_version() -> String {
+    libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default()
+}
+
 fn features() -> String {
     let mut capabilities: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
     capabilities.sort();
-    let libseccomp = libseccomp::ScmpVersion::current()
-        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
-        .unwrap_or_default();
+    let libseccomp = libseccomp_version();
     serde_json::to_string_pretty(&serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",

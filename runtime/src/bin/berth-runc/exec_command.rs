@@ -14,7 +14,15 @@ use crate::foreground_terminal::{self, Pending};
 /// Reads `--process`.
 fn process_file(path: &Path) -> Result<Process> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading --process", path, &e))?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid("--process", format!("{}: {e}", path.display())))
+    let bad = |e: serde_json::Error| Error::invalid("--process", format!("{}: {e}", path.display()));
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    // A process without a user runs as root, as with runc.
+    if let Some(object) = value.as_object_mut() {
+        object
+            .entry("user")
+            .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// `uid[:gid]`.

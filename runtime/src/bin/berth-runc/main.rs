@@ -3,16 +3,24 @@
 
 mod args;
 mod commands;
+mod events_command;
 mod exec_command;
 mod foreground_terminal;
 mod log;
+mod ps_command;
 
-use clap::Parser as _;
+use clap::FromArgMatches as _;
 
 fn main() {
     // A container's init is this binary run again: become it if so.
     berth_runtime::init::run_if_init();
-    let cli = args::Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(message) = args::missing_help_topic(&argv) {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{message}");
+        std::process::exit(3);
+    }
+    let cli = args::Cli::from_arg_matches(&args::command().get_matches()).unwrap_or_else(|e| e.exit());
     log::configure(&cli);
     let code = match commands::run(&cli) {
         Ok(code) => code,

@@ -1,0 +1,188 @@
+//! berth-runc's command line where tools written for runc read it:
+//! version and help layout, `ps` tables, `events`, `exec -p` defaults, the
+//! HOME a process gets, unknown capabilities. Run as root.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_tests::bundle::Bundle;
+use berth_tests::runc::{Runc, test_cgroup_path};
+use berth_tests::wait;
+
+fn id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// A running `sleep` container.
+fn running(runc: &Runc, name: &str) -> (Bundle, String) {
+    let id = id(name);
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    (bundle, id)
+}
+
+#[test]
+fn version_and_help_have_runcs_layout() {
+    let runc = Runc::new();
+    let version = runc.ok(&["--version"]);
+    let lines: Vec<&str> = version.lines().collect();
+    assert!(lines[0].starts_with("berth-runc version "), "{version}");
+    assert!(
+        lines[1].starts_with("commit: ") && lines[1].len() > "commit: ".len(),
+        "{version}"
+    );
+    assert!(lines[2].starts_with("spec: 1."), "{version}");
+
+    let help = runc.ok(&["--help"]);
+    assert!(
+        help.starts_with("NAME:\n   berth-runc - Open Container Initiative runtime\n"),
+        "{help}"
+    );
+    for command in ["create", "exec", "events", "ps", "update", "checkpoint", "restore"] {
+        for flag in ["-h", "--help"] {
+            let help = runc.ok(&[command, flag]);
+            let second = help.lines().nth(1).unwrap_or_default().to_string();
+            assert!(
+                second.starts_with(&format!("   berth-runc {command} - ")),
+                "{command}: {help}"
+            );
+        }
+    }
+    let out = runc.run(&["--root", "/tmp", "nosuch", "-h"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No help topic for 'nosuch'"));
+
+    let err = runc.fails(&["checkpoint", "anything"]);
+    assert!(err.contains("checkpoint"), "{err}");
+}
+
+#[test]
+fn ps_prints_the_hosts_table_for_the_containers_processes_only() {
+    let runc = Runc::new();
+    let (_bundle, id) = running(&runc, "ps");
+    let pid = runc.pid(&id).to_string();
+    let table = runc.ok(&["ps", &id]);
+    let lines: Vec<&str> = table.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+        "{table}"
+    );
+    assert_eq!(lines.len(), 2, "{table}");
+    assert_eq!(lines[1].split_whitespace().nth(1), Some(pid.as_str()), "{table}");
+
+    let table = runc.ok(&["ps", &id, "-e", "-x"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["PID", "TTY", "STAT", "TIME", "COMMAND"], "{table}");
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.contains("sleep 1000")),
+        "{table}"
+    );
+
+    assert_eq!(runc.ok(&["ps", "-f", "json", &id]).trim(), format!("[{pid}]"));
+    let err = runc.fails(&["ps", &id, "--no-such-ps-option"]);
+    assert!(err.contains("ps"), "{err}");
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn events_prints_stats_lines_and_an_oom_kill_and_ends_with_the_container() {
+    let runc = Runc::new();
+    let (_bundle, id) = running(&runc, "events");
+    let once = runc.ok(&["events", "--stats", &id]);
+    assert!(
+        once.starts_with(&format!(r#"{{"type":"stats","id":"{id}","data":{{"#)),
+        "{once}"
+    );
+    let stats: serde_json::Value = serde_json::from_str(once.trim()).unwrap();
+    assert!(stats["data"]["pids"]["current"].as_u64() >= Some(1), "{once}");
+    assert!(stats["data"]["memory"]["usage"]["usage"].as_u64() > Some(0), "{once}");
+    let err = runc.fails(&["events", "--interval", "soon", &id]);
+    assert!(err.contains("--interval"), "{err}");
+
+    // A stream at 100ms, which ends when the container is deleted.
+    let mut events = runc
+        .command(&["events", "--interval", "100ms", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(line.starts_with(r#"{"type":"stats""#), "{line}");
+    }
+    runc.ok(&["delete", "--force", &id]);
+    let ended = wait::until(Duration::from_secs(10), "events to end with the container", || {
+        events.try_wait().unwrap()
+    });
+    assert!(ended.success());
+}
+
+#[test]
+fn an_oom_kill_is_an_event() {
+    let runc = Runc::new();
+    let id = id("events-oom");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 33554432});
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let mut events = runc.command(&["events", &id]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with(r#"{"type":"stats""#), "{first}");
+    let _ = runc.run(&["exec", &id, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
+    let oom = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.starts_with(r#"{"type":"oom""#)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(oom, format!(r#"{{"type":"oom","id":"{id}"}}"#));
+    runc.ok(&["delete", "--force", &id]);
+    let _ = events.wait();
+}
+
+#[test]
+fn exec_defaults_and_home_and_unknown_capabilities_follow_runc() {
+    let runc = Runc::new();
+    let (bundle, id) = running(&runc, "exec-defaults");
+    // A process file without a user runs as root.
+    let process = bundle.path().join("process.json");
+    std::fs::write(
+        &process,
+        r#"{"cwd": "/", "args": ["sh", "-c", "id -u; echo $HOME"], "env": ["PATH=/bin"]}"#,
+    )
+    .unwrap();
+    assert_eq!(runc.ok(&["exec", "-p", process.to_str().unwrap(), &id]), "0\n/root\n");
+    // HOME from /etc/passwd, else "/".
+    assert_eq!(
+        runc.ok(&["exec", "--user", "65534", &id, "sh", "-c", "echo $HOME"]),
+        "/nonexistent\n"
+    );
+    assert_eq!(
+        runc.ok(&["exec", "--user", "1000", &id, "sh", "-c", "echo $HOME"]),
+        "/\n"
+    );
+    assert_eq!(
+        runc.ok(&["exec", "--env", "HOME=/mine", &id, "sh", "-c", "echo $HOME"]),
+        "/mine\n"
+    );
+    runc.ok(&["delete", "--force", &id]);
+
+    // Unknown capabilities are warned of and left out.
+    let id = self::id("unknown-caps");
+    let bundle = Bundle::busybox(&["sh", "-c", "grep Cap /proc/self/status"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_UNKNOWN", "CAP_KILL"]);
+    });
+    let out = runc.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("CAP_UNKNOWN"), "{stderr}");
+    assert!(stdout.contains("CapBnd:\t0000000000000020"), "{stdout}");
+}
