@@ -78,12 +78,14 @@ pub fn before_user_change(plan: &CapabilityPlan) -> Result<()> {
 /// process became the spec's user.
 pub fn after_user_change(plan: &CapabilityPlan) -> Result<()> {
     caps::securebits::set_keepcaps(false).map_err(|e| failed("clearing keepcaps", e))?;
+    // Inheritable first: a capability may join it only while it is still
+    // permitted (or CAP_SETPCAP is effective), which the next two steps end.
+    caps::set(None, CapSet::Inheritable, &plan.inheritable)
+        .map_err(|e| failed("setting process.capabilities.inheritable", e))?;
     caps::set(None, CapSet::Effective, &plan.effective)
         .map_err(|e| failed("setting process.capabilities.effective", e))?;
     caps::set(None, CapSet::Permitted, &plan.permitted)
         .map_err(|e| failed("setting process.capabilities.permitted", e))?;
-    caps::set(None, CapSet::Inheritable, &plan.inheritable)
-        .map_err(|e| failed("setting process.capabilities.inheritable", e))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| failed("clearing the ambient set", e))?;
     for cap in &plan.ambient {
         // As runc: an ambient capability the kernel refuses (one not both

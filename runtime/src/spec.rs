@@ -245,7 +245,7 @@ pub fn default_spec_json() -> String {
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
             "namespaces": [
                 {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"},
-                {"type": "mount"}, {"type": "cgroup"}
+                {"type": "mount"}
             ],
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -254,6 +254,14 @@ pub fn default_spec_json() -> String {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     });
+    // A cgroup namespace only on a cgroup2-only host, as runc's default:
+    // on v1 and hybrid hosts processes see (and tools expect) the host's
+    // cgroup paths.
+    let mut spec = spec;
+    let unified = crate::cgroups::Layout::detect().is_ok_and(|l| l.mode == crate::cgroups::Mode::Unified);
+    if unified && let Some(namespaces) = spec.pointer_mut("/linux/namespaces").and_then(|n| n.as_array_mut()) {
+        namespaces.push(serde_json::json!({"type": "cgroup"}));
+    }
     serde_json::to_string_pretty(&spec).unwrap_or_default()
 }
 

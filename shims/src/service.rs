@@ -534,6 +534,7 @@ impl Task for Shim {
             preserve_fds: 0,
             stdio: setup.process.take(),
             console: setup.console.take(),
+            ignore_paused: false,
         };
         let runtime = self.container_runtime();
         let inner = Arc::clone(&self.inner);

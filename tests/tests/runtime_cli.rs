@@ -186,3 +186,141 @@ fn exec_defaults_and_home_and_unknown_capabilities_follow_runc() {
     assert!(stderr.contains("CAP_UNKNOWN"), "{stderr}");
     assert!(stdout.contains("CapBnd:\t0000000000000020"), "{stdout}");
 }
+
+#[test]
+fn exec_refuses_a_paused_container_with_255_unless_told_to_wait() {
+    let runc = Runc::new();
+    let (_bundle, id) = running(&runc, "exec-paused");
+    runc.ok(&["pause", &id]);
+    let out = runc.run(&["exec", &id, "echo", "ok"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot exec in a paused container"));
+    // --ignore-paused: the process runs once the container is resumed.
+    let waiting = runc
+        .command(&["exec", "--ignore-paused", &id, "echo", "ok"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    runc.ok(&["resume", &id]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    // A command that is not there: 255 too, not a code the process could give.
+    assert_eq!(runc.run(&["exec", &id, "no-such-command"]).status.code(), Some(255));
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn exec_joins_a_created_container() {
+    let runc = Runc::new();
+    let id = id("exec-created");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    runc.ok_detached(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(runc.status(&id), "created");
+    assert_eq!(runc.ok(&["exec", &id, "hostname"]).trim(), "berth");
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn a_cgroup_in_use_or_frozen_is_refused_and_left_alone() {
+    let runc = Runc::new();
+    let (_bundle, first) = running(&runc, "cgroup-owner");
+    // A second container given the first one's cgroup.
+    let second = id("cgroup-sharer");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&first).into());
+    for command in ["run", "create"] {
+        let mut args = vec![command, "--bundle", bundle.path().to_str().unwrap(), &second];
+        if command == "run" {
+            args.insert(1, "-d");
+        }
+        let err = runc.fails(&args);
+        assert!(err.contains("container's cgroup is not empty"), "{err}");
+    }
+    assert_eq!(runc.status(&first), "running", "the first container is untouched");
+    assert_eq!(runc.ids(), [first.clone()]);
+    runc.ok(&["delete", "--force", &first]);
+
+    // A frozen cgroup made beforehand.
+    let frozen = id("cgroup-frozen");
+    let freezer =
+        std::path::PathBuf::from("/sys/fs/cgroup/freezer").join(test_cgroup_path(&frozen).trim_start_matches('/'));
+    std::fs::create_dir_all(&freezer).unwrap();
+    std::fs::write(freezer.join("freezer.state"), "FROZEN").unwrap();
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&frozen).into());
+    let out = runc
+        .command(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &frozen])
+        .output()
+        .unwrap();
+    std::fs::write(freezer.join("freezer.state"), "THAWED").unwrap();
+    let _ = std::fs::remove_dir(&freezer);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unexpectedly frozen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(runc.ids().is_empty());
+}
+
+#[test]
+fn unified_keys_for_a_controller_cgroup2_lacks_here_are_invalid() {
+    let runc = Runc::new();
+    let unified_controllers = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
+    if unified_controllers.split_whitespace().any(|c| c == "memory")
+        || !std::path::Path::new("/sys/fs/cgroup/memory").exists()
+    {
+        return; // Not a hybrid host keeping memory on v1.
+    }
+    let id = id("unified-memory");
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["resources"]["unified"] = serde_json::json!({"memory.min": "131072"});
+    });
+    let err = runc.fails(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(
+        err.contains("invalid configuration") && err.contains("linux.resources.unified.memory.min"),
+        "{err}"
+    );
+    assert!(runc.ids().is_empty());
+}
+
+#[test]
+fn inheritable_and_ambient_capabilities_from_the_spec_reach_exec() {
+    let runc = Runc::new();
+    let id = id("ambient");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["process"]["capabilities"] = serde_json::json!({
+            "inheritable": ["CAP_CHOWN", "CAP_SYSLOG"],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "effective": ["CAP_KILL"],
+            "bounding": ["CAP_KILL", "CAP_CHOWN", "CAP_SYSLOG"],
+            "ambient": ["CAP_CHOWN"]
+        });
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let status = runc.ok(&["exec", &id, "cat", "/proc/self/status"]);
+    for want in [
+        "CapInh:\t0000000400000001",
+        "CapPrm:\t0000000000000021",
+        "CapBnd:\t0000000400000021",
+        "CapAmb:\t0000000000000001",
+    ] {
+        assert!(status.contains(want), "{want} in {status}");
+    }
+    let status = runc.ok(&["exec", "--cap", "CAP_SYSLOG", &id, "cat", "/proc/self/status"]);
+    for want in [
+        "CapPrm:\t0000000400000021",
+        "CapEff:\t0000000400000021",
+        "CapAmb:\t0000000400000001",
+    ] {
+        assert!(status.contains(want), "{want} in {status}");
+    }
+    runc.ok(&["delete", "--force", &id]);
+}

@@ -300,6 +300,16 @@ impl Backend for V2 {
                     "not a cgroup file name",
                 ));
             }
+            // `memory.min` belongs to the memory controller: refused, not
+            // failed on, when cgroup2 here does not have it (a hybrid host
+            // keeps memory on v1), as runc refuses it.
+            let controller = file.split('.').next().unwrap_or_default();
+            if controller != "cgroup" && !self.has(controller) {
+                return Err(Error::invalid(
+                    format!("linux.resources.unified.{file}"),
+                    format!("the {controller} controller is not available on this host's cgroup2"),
+                ));
+            }
             write(&self.dir, file, value)?;
         }
         Ok(())

@@ -74,6 +74,30 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// Refuses a cgroup that already holds processes (another container's,
+/// which a failed create's cleanup would otherwise kill) or is frozen (the
+/// init would hang in it), as runc does; checked before anything is made.
+fn refuse_a_cgroup_in_use(cgroup: &dyn crate::cgroups::CgroupManager, id: &str, path: &Path) -> Result<()> {
+    let pids = cgroup.pids().unwrap_or_default();
+    if !pids.is_empty() {
+        return Err(Error::precondition(
+            id,
+            format!(
+                "container's cgroup is not empty: {} process(es) found in {}",
+                pids.len(),
+                path.display()
+            ),
+        ));
+    }
+    if cgroup.frozen().unwrap_or(false) {
+        return Err(Error::precondition(
+            id,
+            format!("container's cgroup unexpectedly frozen: {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the container; returns its state.
 pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     state::validate_id(&options.id)?;
@@ -122,6 +146,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         globals.systemd_cgroup,
     );
     let cgroup: Rc<dyn crate::cgroups::CgroupManager> = Rc::from(manager_for(&cgroup_path)?);
+    refuse_a_cgroup_in_use(cgroup.as_ref(), &options.id, &cgroup_path)?;
 
     let (mut ours, theirs) = Channel::pair()?;
     let child_fd = theirs.raw_fd();

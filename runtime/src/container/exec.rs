@@ -40,6 +40,8 @@ pub struct ExecOptions {
     /// A connected socket to send the terminal's master over, instead of
     /// connecting to `console_socket`.
     pub console: Option<OwnedFd>,
+    /// Join a paused container too (the process runs once it is resumed).
+    pub ignore_paused: bool,
 }
 
 /// The namespace files joined before the re-exec. The runtime (root on
@@ -61,11 +63,17 @@ const JOIN_ORDER: [(LinuxNamespaceType, &str); 6] = [
 /// subreaper (the process's own parent exits).
 pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
     let (state, cgroup, status) = load(globals, &options.id)?;
-    if status != Status::Running {
-        return Err(Error::precondition(
-            &options.id,
-            format!("cannot exec in a container that is {}", status.as_str()),
-        ));
+    match status {
+        // A created container's init waits in its namespaces: a process
+        // may join them before start, as with runc.
+        Status::Running | Status::Created => {}
+        Status::Paused if options.ignore_paused => {}
+        Status::Paused => {
+            return Err(Error::precondition(&options.id, "cannot exec in a paused container"));
+        }
+        Status::Stopped => {
+            return Err(Error::precondition(&options.id, "cannot exec in a stopped container"));
+        }
     }
     let spec = super::bundle_spec(&state).ok_or_else(|| {
         Error::invalid(

@@ -90,6 +90,9 @@ pub struct ExecArgs {
     /// Give the process a terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Run the process in a paused container too (it starts on resume).
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
     /// Working directory.
     #[arg(long)]
     pub cwd: Option<PathBuf>,

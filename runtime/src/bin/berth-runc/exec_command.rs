@@ -134,6 +134,7 @@ pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32, Option<Pen
         preserve_fds: args.preserve_fds,
         stdio: None,
         console,
+        ignore_paused: args.ignore_paused,
     };
     let pid = exec(globals, &options)?;
     if args.detach {

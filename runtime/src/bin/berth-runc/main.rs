@@ -26,7 +26,13 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             log::error(&e);
-            1
+            // runc's codes: 255 when exec fails (a process's own code can
+            // be any of 0-254), 1 for every other command.
+            if matches!(cli.command, Some(args::Command::Exec(_))) {
+                255
+            } else {
+                1
+            }
         }
     };
     std::process::exit(code);
