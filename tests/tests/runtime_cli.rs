@@ -240,7 +240,7 @@ fn a_cgroup_in_use_or_frozen_is_refused_and_left_alone() {
         assert!(err.contains("container's cgroup is not empty"), "{err}");
     }
     assert_eq!(runc.status(&first), "running", "the first container is untouched");
-    assert_eq!(runc.ids(), [first.clone()]);
+    assert_eq!(runc.ids(), std::slice::from_ref(&first));
     runc.ok(&["delete", "--force", &first]);
 
     // A frozen cgroup made beforehand.
