@@ -47,7 +47,9 @@ pub fn prepare(process: &Process) -> Result<Exec> {
     let command = args
         .first()
         .ok_or_else(|| Error::invalid("process.args", "no command to run"))?;
-    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    let mut env = without_repeats(process.env().as_deref().unwrap_or_default());
+    // An empty HOME counts as none, as with runc.
+    env.retain(|e| e != "HOME=");
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let home = std::fs::read_to_string("/etc/passwd")
             .ok()
@@ -90,6 +92,23 @@ pub fn prepare(process: &Process) -> Result<Exec> {
             .map(|(i, e)| cstring(e, &format!("process.env[{i}]")))
             .collect::<Result<_>>()?,
     })
+}
+
+/// The environment with each name once: a later `NAME=value` replaces an
+/// earlier one in its place (as runc sets it, and as a shell would read it).
+fn without_repeats(env: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(env.len());
+    for entry in env {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(name, _)| name);
+        match out
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == name)
+        {
+            Some(earlier) => earlier.clone_from(entry),
+            None => out.push(entry.clone()),
+        }
+    }
+    out
 }
 
 /// The home directory `/etc/passwd` (its text) gives `uid`: the process
@@ -243,6 +262,14 @@ pub fn exec(exec: &Exec) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_variable_keeps_its_place_and_its_last_value() {
+        let env: Vec<String> = ["ONE=two", "PATH=/bin", "ONE=", "TWO=2", "PATH=/usr/bin"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(without_repeats(&env), ["ONE=", "PATH=/usr/bin", "TWO=2"]);
+    }
 
     #[test]
     fn home_comes_from_the_users_passwd_line() {

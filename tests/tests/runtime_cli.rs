@@ -324,3 +324,118 @@ fn inheritable_and_ambient_capabilities_from_the_spec_reach_exec() {
     }
     runc.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn update_takes_runcs_flags_and_keeps_the_device_rules() {
+    let runc = Runc::new();
+    let id = id("update-flags");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["resources"]["devices"] = serde_json::json!([{"allow": false, "access": "rwm"}]);
+        // Made in /dev, but the cgroup's rules say whether it opens.
+        c["linux"]["devices"] = serde_json::json!([{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11},
+            {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0}]);
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let denied = |runc: &Runc| {
+        let out = runc.run(&["exec", &id, "sh", "-c", "head -c1 /dev/kmsg"]);
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted")
+    };
+    assert!(denied(&runc), "a spec device gets no allow rule of its own");
+    // The mode runc gives a device without one: 0666, whatever the umask.
+    let listing = runc.ok(&["exec", &id, "ls", "-ln", "/dev/tty", "/dev/kmsg"]);
+    assert!(listing.lines().all(|l| l.starts_with("crw-rw-rw-")), "{listing}");
+
+    runc.ok(&[
+        "update",
+        &id,
+        "--memory",
+        "50M",
+        "--pids-limit",
+        "42",
+        "--cpu-quota",
+        "-1",
+        "--cpu-period",
+        "100000",
+    ]);
+    let path = test_cgroup_path(&id);
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), (50u64 << 20).to_string());
+    assert_eq!(read("pids", "pids.max"), "42");
+    assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+    assert!(denied(&runc), "update keeps the device rules");
+    let err = runc.fails(&["update", &id, "--memory", "lots"]);
+    assert!(err.contains("--memory"), "{err}");
+    runc.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn repeated_variables_are_set_once_and_an_empty_home_is_filled_in() {
+    let runc = Runc::new();
+    let id = id("env-once");
+    let bundle = Bundle::busybox(&["env"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["process"]["env"] = serde_json::json!(["ONE=two", "HOME=", "ONE=", "PATH=/usr/bin:/bin"]);
+    });
+    let out = runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["HOME=/root", "ONE=", "PATH=/usr/bin:/bin"], "{out}");
+}
+
+#[test]
+fn descriptors_berth_runc_inherited_do_not_reach_the_container() {
+    use std::os::fd::AsRawFd as _;
+    let runc = Runc::new();
+    let id = id("fd-leak");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    // A descriptor left open (not close-on-exec) by whoever runs berth-runc.
+    let leaked = std::fs::File::open("/etc/hostname").unwrap();
+    let fd = leaked.as_raw_fd();
+    let mut command = runc.command(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    // SAFETY: pre_exec runs in the forked child; fcntl is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        command.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    // (The created init holds what it was given as stdio: a file, not a
+    // pipe this test would wait on.)
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let status = command
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+    let pid = runc.pid(&id);
+    let targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(!targets.iter().any(|t| t == "/etc/hostname"), "{targets:?}");
+    runc.ok(&["start", &id]);
+    let in_container = runc.ok(&["exec", &id, "ls", "/proc/self/fd"]);
+    assert_eq!(
+        in_container.split_whitespace().count(),
+        4,
+        "stdio and ls's own: {in_container}"
+    );
+    runc.ok(&["delete", "--force", &id]);
+}

@@ -26,41 +26,44 @@ fn rule(kind: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &
 }
 
 /// The rules a container's cgroup gets: the spec's, then (as runc adds
-/// them) access to the devices every container has, the terminals, and the
-/// devices the spec creates. With `deny all` first in most specs, these are
-/// what the container may open.
+/// them) access to the devices every container has and the terminals.
+/// The spec's own `linux.devices` get no rule of their own: they are made
+/// in /dev, and the spec's rules say whether they may be opened; a default
+/// device the spec redefines loses its default rule too. With `deny all`
+/// first in most specs, these are what the container may open.
 pub fn container_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
     let linux = spec.linux().as_ref();
     let mut rules: Vec<LinuxDeviceCgroup> = linux
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
+    let redefined = |path: &str| {
+        linux
+            .and_then(|l| l.devices().as_ref())
+            .into_iter()
+            .flatten()
+            .any(|d| d.path() == std::path::Path::new(path))
+    };
     use LinuxDeviceType::{B, C};
     rules.push(rule(C, None, None, "m"));
     rules.push(rule(B, None, None, "m"));
-    // null, zero, full, random, urandom, tty, console, ptmx, pts, tun.
-    for (major, minor) in [
-        (1, 3),
-        (1, 5),
-        (1, 7),
-        (1, 8),
-        (1, 9),
-        (5, 0),
-        (5, 1),
-        (5, 2),
-        (10, 200),
+    for (path, major, minor) in [
+        ("/dev/null", 1, 3),
+        ("/dev/random", 1, 8),
+        ("/dev/full", 1, 7),
+        ("/dev/tty", 5, 0),
+        ("/dev/zero", 1, 5),
+        ("/dev/urandom", 1, 9),
     ] {
+        if !redefined(path) {
+            rules.push(rule(C, Some(major), Some(minor), "rwm"));
+        }
+    }
+    // The console, ptmx and tun, and every pts.
+    for (major, minor) in [(5, 1), (5, 2), (10, 200)] {
         rules.push(rule(C, Some(major), Some(minor), "rwm"));
     }
     rules.push(rule(C, Some(136), None, "rwm"));
-    for device in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
-        let kind = match device.typ() {
-            B => B,
-            LinuxDeviceType::P => continue,
-            _ => C,
-        };
-        rules.push(rule(kind, Some(device.major()), Some(device.minor()), "rwm"));
-    }
     rules
 }
 

@@ -116,7 +116,11 @@ impl Syscalls for Linux {
         };
         let dev = nix::sys::stat::makedev(major, minor);
         nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), dev)
-            .map_err(|e| Error::nix("creating device", path, e))
+            .map_err(|e| Error::nix("creating device", path, e))?;
+        // Exactly the mode asked for: mknod applies the umask.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("setting the device's mode", path, &e))
     }
 
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Each command, over the runtime library.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 
 use berth_runtime::container::create::{CreateOptions, create};
@@ -80,19 +80,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Delete { force, id } => delete::delete(&globals, id, *force).map(|()| 0),
         Command::Pause { id } => pause::pause(&globals, id).map(|()| 0),
         Command::Resume { id } => pause::resume(&globals, id).map(|()| 0),
-        Command::Update { resources, id } => {
-            let text = match resources.as_deref() {
-                None => return Err(Error::invalid("--resources", "give a file, or - for standard input")),
-                Some("-") => {
-                    let mut text = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut text)
-                        .map_err(|e| Error::io("reading", "stdin", &e))?;
-                    text
-                }
-                Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, &e))?,
-            };
-            update::update(&globals, id, &update::parse_resources(&text)?).map(|()| 0)
+        Command::Update(args) => {
+            let resources = crate::update_command::resources(args)?;
+            update::update(&globals, &args.id, &resources).map(|()| 0)
         }
         Command::List { format, quiet } => list(&globals, *format, *quiet).map(|()| 0),
         Command::Ps { format, id, ps_args } => {

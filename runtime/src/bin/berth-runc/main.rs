@@ -6,8 +6,10 @@ mod commands;
 mod events_command;
 mod exec_command;
 mod foreground_terminal;
+mod inherited_fds;
 mod log;
 mod ps_command;
+mod update_command;
 
 use clap::FromArgMatches as _;
 
@@ -22,6 +24,12 @@ fn main() {
     }
     let cli = args::Cli::from_arg_matches(&args::command().get_matches()).unwrap_or_else(|e| e.exit());
     log::configure(&cli);
+    let preserve_fds = match &cli.command {
+        Some(args::Command::Create { args, .. } | args::Command::Run { args, .. }) => args.preserve_fds,
+        Some(args::Command::Exec(args)) => args.preserve_fds,
+        _ => 0,
+    };
+    inherited_fds::close_on_exec_beyond(inherited_fds::passed_on(preserve_fds));
     let code = match commands::run(&cli) {
         Ok(code) => code,
         Err(e) => {
