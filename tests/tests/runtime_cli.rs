@@ -439,3 +439,19 @@ fn descriptors_berth_runc_inherited_do_not_reach_the_container() {
     );
     runc.ok(&["delete", "--force", &id]);
 }
+
+#[test]
+fn a_rootfs_whose_proc_is_a_symlink_is_refused() {
+    let runc = Runc::new();
+    let id = id("proc-symlink");
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    let rootfs = bundle.rootfs();
+    let _ = std::fs::remove_dir_all(rootfs.join("proc"));
+    std::fs::create_dir(rootfs.join("bad-proc")).unwrap();
+    std::os::unix::fs::symlink("/bad-proc", rootfs.join("proc")).unwrap();
+    let err = runc.fails(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(err.contains("must be mounted on ordinary directory"), "{err}");
+    assert!(runc.ids().is_empty());
+    assert_eq!(std::fs::read_dir(rootfs.join("bad-proc")).unwrap().count(), 0);
+}

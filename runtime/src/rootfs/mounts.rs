@@ -14,8 +14,11 @@ use berth_core::mount_options::{self as options, MountOptions};
 /// Mounts `mount` (the spec's `mounts[index]`) inside the rootfs.
 pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, mount: &Mount) -> Result<()> {
     let field = format!("mounts[{index}]");
-    let dest = resolve(sys, config.rootfs, mount.destination(), &format!("{field}.destination"))?;
     let fstype = mount.typ().as_deref().unwrap_or("");
+    if matches!(fstype, "proc" | "sysfs") {
+        refuse_a_symlinked_destination(sys, config.rootfs, mount.destination(), &field, fstype)?;
+    }
+    let dest = resolve(sys, config.rootfs, mount.destination(), &format!("{field}.destination"))?;
     let mut opts = options::parse(mount.options().as_deref().unwrap_or(&[]));
     if fstype == "bind" {
         opts.flags.insert(MsFlags::MS_BIND);
@@ -48,6 +51,29 @@ pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, 
     }
     for propagation in &opts.propagation {
         sys.mount(None, &dest, None, *propagation, None)?;
+    }
+    Ok(())
+}
+
+/// proc and sysfs go on a directory of the rootfs itself: an image whose
+/// /proc is a symlink would otherwise have them mounted wherever it points
+/// (and leave /proc as it made it), so it is refused, as runc refuses it.
+fn refuse_a_symlinked_destination(
+    sys: &dyn Syscalls,
+    rootfs: &Path,
+    destination: &Path,
+    field: &str,
+    fstype: &str,
+) -> Result<()> {
+    let inside = rootfs.join(destination.strip_prefix("/").unwrap_or(destination));
+    if sys.read_link(&inside).is_ok() {
+        return Err(Error::invalid(
+            format!("{field}.destination"),
+            format!(
+                "{} is a symlink: {fstype} must be mounted on ordinary directory",
+                destination.display()
+            ),
+        ));
     }
     Ok(())
 }
