@@ -455,3 +455,47 @@ fn a_rootfs_whose_proc_is_a_symlink_is_refused() {
     assert!(runc.ids().is_empty());
     assert_eq!(std::fs::read_dir(rootfs.join("bad-proc")).unwrap().count(), 0);
 }
+
+#[test]
+fn delete_force_kills_and_removes_cgroups_made_below_the_containers() {
+    let runc = Runc::new();
+    let (_bundle, id) = running(&runc, "sub-cgroups");
+    let pid_file = tempfile::NamedTempFile::new().unwrap();
+    runc.ok_detached(&[
+        "exec",
+        "-d",
+        "--pid-file",
+        pid_file.path().to_str().unwrap(),
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let pid: i32 = std::fs::read_to_string(pid_file.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let path = test_cgroup_path(&id);
+    let mut made = Vec::new();
+    for controller in ["memory", "freezer"] {
+        let sub = std::path::PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}/foo"));
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("tasks"), pid.to_string()).unwrap();
+        made.push(sub);
+    }
+    // ps lists the process in the sub-cgroup too.
+    assert!(runc.ok(&["ps", "-f", "json", &id]).contains(&pid.to_string()));
+    runc.ok(&["delete", "--force", &id]);
+    assert!(
+        runc.run(&["state", &id]).status.code() != Some(0),
+        "the container is gone"
+    );
+    for sub in &made {
+        assert!(!sub.exists(), "{} is removed", sub.display());
+    }
+    wait::until(Duration::from_secs(5), "the process in the sub-cgroup to die", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+}

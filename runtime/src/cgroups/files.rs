@@ -53,11 +53,30 @@ pub fn read_keyed(dir: &Path, file: &str) -> Result<HashMap<String, u64>> {
 /// The pids listed in `cgroup.procs`.
 pub fn procs(dir: &Path) -> Result<Vec<i32>> {
     let path = dir.join("cgroup.procs");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io("reading", &path, &e)),
+    let mut pids: Vec<i32> = match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading", &path, &e)),
+    };
+    // The container's processes include those in cgroups made below its
+    // own (by the container itself, say, with a writable cgroup mount).
+    for child in sub_cgroups(dir) {
+        pids.extend(procs(&child)?);
     }
+    Ok(pids)
+}
+
+/// The cgroup directories directly below `dir`.
+fn sub_cgroups(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_u64(text: &str) -> Option<u64> {
@@ -67,8 +86,12 @@ fn parse_u64(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// Removes a cgroup directory, retrying while the last processes leave it.
+/// Removes a cgroup directory and those below it (deepest first),
+/// retrying while the last processes leave them.
 pub fn remove_dir(dir: &Path) -> Result<()> {
+    for child in sub_cgroups(dir) {
+        remove_dir(&child)?;
+    }
     for attempt in 0..50 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
