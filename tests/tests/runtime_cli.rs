@@ -56,6 +56,9 @@ fn version_and_help_have_runcs_layout() {
 
     let err = runc.fails(&["checkpoint", "anything"]);
     assert!(err.contains("checkpoint"), "{err}");
+    // A bad --parent-path is named first, as runc names it.
+    let err = runc.fails(&["checkpoint", "--parent-path", "/abs", "--image-path", "./i", "anything"]);
+    assert!(err.contains("--parent-path"), "{err}");
 }
 
 #[test]

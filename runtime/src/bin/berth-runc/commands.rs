@@ -90,16 +90,46 @@ pub fn run(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Events { stats, interval, id } => crate::events_command::run(&globals, id, *stats, interval),
-        Command::Checkpoint { .. } | Command::Restore { .. } => Err(Error::other(
-            "checkpoint and restore",
-            "berth-runc does not checkpoint containers (no CRIU support)",
-        )),
+        Command::Checkpoint { args } | Command::Restore { args } => {
+            check_parent_path(args)?;
+            Err(Error::other(
+                "checkpoint and restore",
+                "berth-runc does not checkpoint containers (no CRIU support)",
+            ))
+        }
         Command::Spec { bundle } => write_spec(bundle).map(|()| 0),
         Command::Features => {
             out(&format!("{}\n", features()))?;
             Ok(0)
         }
     }
+}
+
+/// `--parent-path` is read as runc reads it (relative to the image path,
+/// an existing directory) so a bad one is named before anything else.
+fn check_parent_path(args: &[String]) -> Result<()> {
+    let value = |name: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{name}="))
+                .map(str::to_string)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned().unwrap_or_default()))
+        })
+    };
+    let Some(parent) = value("--parent-path") else {
+        return Ok(());
+    };
+    if Path::new(&parent).is_absolute() {
+        return Err(Error::invalid("--parent-path", "must be relative to --image-path"));
+    }
+    let image = value("--image-path").unwrap_or_else(|| "checkpoint".to_string());
+    let resolved = Path::new(&image).join(&parent);
+    if !resolved.is_dir() {
+        return Err(Error::invalid(
+            "--parent-path",
+            format!("{} is not a directory", resolved.display()),
+        ));
+    }
+    Ok(())
 }
 
 fn list(globals: &Globals, format: Format, quiet: bool) -> Result<()> {
