@@ -14,6 +14,11 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     /// Options for the filesystem (`mode=755,size=65536k`).
     pub data: Vec<String>,
+    /// `MOUNT_ATTR_*` bits to set on the mount and every mount below it
+    /// (`rro`, `rnosuid`, `rnoatime`, ...), with mount_setattr(2).
+    pub recursive_set: u64,
+    /// `MOUNT_ATTR_*` bits to clear likewise (`rrw`, `rexec`, ...).
+    pub recursive_clear: u64,
 }
 
 impl Default for MountOptions {
@@ -22,8 +27,35 @@ impl Default for MountOptions {
             flags: MsFlags::empty(),
             propagation: Vec::new(),
             data: Vec::new(),
+            recursive_set: 0,
+            recursive_clear: 0,
         }
     }
+}
+
+/// The recursive options: the attribute each sets (true) or clears.
+fn recursive_attribute(option: &str) -> Option<(bool, u64)> {
+    Some(match option {
+        "rro" => (true, libc::MOUNT_ATTR_RDONLY),
+        "rrw" => (false, libc::MOUNT_ATTR_RDONLY),
+        "rnosuid" => (true, libc::MOUNT_ATTR_NOSUID),
+        "rsuid" => (false, libc::MOUNT_ATTR_NOSUID),
+        "rnodev" => (true, libc::MOUNT_ATTR_NODEV),
+        "rdev" => (false, libc::MOUNT_ATTR_NODEV),
+        "rnoexec" => (true, libc::MOUNT_ATTR_NOEXEC),
+        "rexec" => (false, libc::MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (true, libc::MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (false, libc::MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (true, libc::MOUNT_ATTR_RELATIME),
+        "rnorelatime" => (false, libc::MOUNT_ATTR_RELATIME),
+        "rnoatime" => (true, libc::MOUNT_ATTR_NOATIME),
+        "ratime" => (false, libc::MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (true, libc::MOUNT_ATTR_STRICTATIME),
+        "rnostrictatime" => (false, libc::MOUNT_ATTR_STRICTATIME),
+        "rnosymfollow" => (true, libc::MOUNT_ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (false, libc::MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 impl MountOptions {
@@ -42,6 +74,19 @@ impl MountOptions {
 pub fn parse(options: &[String]) -> MountOptions {
     let mut out = MountOptions::default();
     for option in options {
+        if let Some((set, attribute)) = recursive_attribute(option) {
+            if set {
+                out.recursive_set |= attribute;
+                // An access-time mode is one field: setting one means
+                // clearing the field first (mount_setattr(2)).
+                if attribute & libc::MOUNT_ATTR__ATIME == attribute {
+                    out.recursive_clear |= libc::MOUNT_ATTR__ATIME;
+                }
+            } else {
+                out.recursive_clear |= attribute;
+            }
+            continue;
+        }
         let (set, clear): (MsFlags, MsFlags) = match option.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -109,6 +154,18 @@ mod tests {
 
     fn opts(list: &[&str]) -> MountOptions {
         parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes() {
+        let o = opts(&["rbind", "rro", "rnosuid", "rexec", "rnoatime"]);
+        assert!(o.flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC));
+        assert_eq!(
+            o.recursive_set,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(o.recursive_clear, libc::MOUNT_ATTR_NOEXEC | libc::MOUNT_ATTR__ATIME);
+        assert!(o.data.is_empty(), "{:?}", o.data);
     }
 
     #[test]

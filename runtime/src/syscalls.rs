@@ -86,4 +86,7 @@ pub trait Syscalls {
     /// (nosuid, nodev, noexec and the atime ones): in a user namespace the
     /// kernel locks those a more privileged namespace set.
     fn kept_mount_flags(&self, path: &Path) -> Result<MsFlags>;
+    /// Sets and clears `MOUNT_ATTR_*` bits on the mount at `path` and
+    /// every mount below it (mount_setattr with AT_RECURSIVE).
+    fn set_recursive_attributes(&self, path: &Path, set: u64, clear: u64) -> Result<()>;
 }

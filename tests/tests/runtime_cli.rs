@@ -502,3 +502,53 @@ fn delete_force_kills_and_removes_cgroups_made_below_the_containers() {
         .then_some(())
     });
 }
+
+#[test]
+fn rro_makes_a_bind_read_only_all_the_way_down_where_ro_does_not() {
+    let volume = tempfile::tempdir().unwrap();
+    let top = volume.path();
+    nix::mount::mount(
+        Some("tmpfs"),
+        top,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let sub = top.join("subvol");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.1, nix::mount::MntFlags::MNT_DETACH);
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(top.to_path_buf(), sub.clone());
+    let runc = Runc::new();
+    for (name, options, sub_writable) in [("ro", ["rbind", "ro"], true), ("rro", ["rbind", "rro"], false)] {
+        let id = id(&format!("mount-{name}"));
+        let bundle = Bundle::busybox(&["sleep", "1000"]);
+        bundle.edit(|c| {
+            c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+            c["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"source": top, "destination": "/mnt", "options": options}));
+        });
+        runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        let top_write = runc.run(&["exec", &id, "touch", "/mnt/foo"]);
+        assert!(!top_write.status.success(), "{name}: /mnt is read-only");
+        let sub_write = runc.run(&["exec", &id, "touch", "/mnt/subvol/bar"]);
+        assert_eq!(sub_write.status.success(), sub_writable, "{name}: /mnt/subvol");
+        runc.ok(&["delete", "--force", &id]);
+    }
+}

@@ -127,7 +127,12 @@ fn bind(
     }
     let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
     sys.mount(Some(&source), dest, None, bind_flags, None)?;
-    remount(sys, dest, opts.flags)
+    remount(sys, dest, opts.flags)?;
+    if opts.recursive_set != 0 || opts.recursive_clear != 0 {
+        sys.set_recursive_attributes(dest, opts.recursive_set, opts.recursive_clear)
+            .map_err(|e| e.context(field))?;
+    }
+    Ok(())
 }
 
 /// `/sys/fs/cgroup`: the container's own cgroups. In a cgroup namespace

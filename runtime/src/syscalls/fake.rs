@@ -217,6 +217,10 @@ impl Syscalls for Recorder {
         }
     }
 
+    fn set_recursive_attributes(&self, _path: &Path, _set: u64, _clear: u64) -> Result<()> {
+        Ok(())
+    }
+
     fn kept_mount_flags(&self, _path: &Path) -> Result<MsFlags> {
         Ok(MsFlags::empty())
     }

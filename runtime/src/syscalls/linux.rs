@@ -171,6 +171,45 @@ impl Syscalls for Linux {
         std::fs::read_link(path).map_err(|e| Error::io("reading link", path, &e))
     }
 
+    fn set_recursive_attributes(&self, path: &Path, set: u64, clear: u64) -> Result<()> {
+        /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0, 32 bytes).
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::invalid("mount destination", "contains a NUL byte"))?;
+        // SAFETY: a NUL-terminated path and a mount_attr that live across
+        // the call, its size passed with it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_RECURSIVE as libc::c_uint,
+                &attr as *const MountAttr,
+                size_of::<MountAttr>(),
+            )
+        };
+        if rc != 0 {
+            return Err(Error::sys(
+                "setting recursive mount attributes",
+                path,
+                nix::errno::Errno::last_raw(),
+            ));
+        }
+        Ok(())
+    }
+
     fn kept_mount_flags(&self, path: &Path) -> Result<MsFlags> {
         use nix::sys::statvfs::FsFlags;
         let stat = nix::sys::statvfs::statvfs(path).map_err(|e| Error::nix("reading mount flags", path, e))?;
