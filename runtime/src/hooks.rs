@@ -147,8 +147,23 @@ pub fn check(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The environment a hook runs with: its own `env`; a startContainer hook
+/// without one gets the container process's (it runs in the container, as
+/// the process is about to, and runc has always given it that one).
+fn environment(kind: Kind, hook: &Hook, spec: &Spec) -> Vec<String> {
+    match (kind, hook.env()) {
+        (_, Some(env)) => env.clone(),
+        (Kind::StartContainer, None) => spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default(),
+        (_, None) => Vec::new(),
+    }
+}
+
 /// Runs one hook to completion; an error names it.
-fn run_one(hook: &Hook, field: &str, state: &[u8]) -> Result<()> {
+fn run_one(hook: &Hook, env: &[String], field: &str, state: &[u8]) -> Result<()> {
     let path = hook.path();
     let args = hook.args().clone().unwrap_or_default();
     let mut command = Command::new(path);
@@ -159,7 +174,7 @@ fn run_one(hook: &Hook, field: &str, state: &[u8]) -> Result<()> {
     }
     command
         .env_clear()
-        .envs(hook.env().iter().flatten().filter_map(|e| e.split_once('=')))
+        .envs(env.iter().filter_map(|e| e.split_once('=')))
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
@@ -213,7 +228,12 @@ pub fn run(kind: Kind, spec: &Spec, state: &HookState) -> Result<()> {
     }
     let json = serde_json::to_vec(state).map_err(|e| Error::other("encoding the hook state", e.to_string()))?;
     for (i, hook) in hooks.iter().enumerate() {
-        run_one(hook, &format!("hooks.{}[{i}]", kind.field()), &json)?;
+        run_one(
+            hook,
+            &environment(kind, hook, spec),
+            &format!("hooks.{}[{i}]", kind.field()),
+            &json,
+        )?;
     }
     Ok(())
 }
@@ -227,6 +247,14 @@ pub fn run_all(kind: Kind, spec: &Spec, state: &HookState) -> Vec<Error> {
     kind.hooks(spec)
         .iter()
         .enumerate()
-        .filter_map(|(i, hook)| run_one(hook, &format!("hooks.{}[{i}]", kind.field()), &json).err())
+        .filter_map(|(i, hook)| {
+            run_one(
+                hook,
+                &environment(kind, hook, spec),
+                &format!("hooks.{}[{i}]", kind.field()),
+                &json,
+            )
+            .err()
+        })
         .collect()
 }

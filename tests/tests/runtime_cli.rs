@@ -552,3 +552,57 @@ fn rro_makes_a_bind_read_only_all_the_way_down_where_ro_does_not() {
         runc.ok(&["delete", "--force", &id]);
     }
 }
+
+#[test]
+fn signal_0_checks_the_container_and_a_stopped_one_is_not_running() {
+    let runc = Runc::new();
+    let (_bundle, id) = running(&runc, "kill-0");
+    runc.ok(&["kill", &id, "0"]);
+    runc.ok(&["kill", &id, "KILL"]);
+    wait::until(Duration::from_secs(10), "the container to stop", || {
+        (runc.status(&id) == "stopped").then_some(())
+    });
+    let err = runc.fails(&["kill", &id, "0"]);
+    assert!(err.contains("container not running"), "{err}");
+    runc.ok(&["kill", "--all", &id, "0"]);
+    runc.ok(&["delete", &id]);
+}
+
+#[test]
+fn a_start_container_hook_gets_the_process_environment() {
+    let runc = Runc::new();
+    let id = id("hook-env");
+    let bundle = Bundle::busybox(&["true"]);
+    let script = bundle.rootfs().join("check-env.sh");
+    std::fs::write(&script, "#!/bin/sh -ue\ntest $ONE = two\ntest $FOO = bar\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["process"]["env"] = serde_json::json!(["ONE=two", "FOO=bar", "PATH=/bin"]);
+        c["hooks"] = serde_json::json!({"startContainer": [{"path": "/check-env.sh"}]});
+    });
+    runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+}
+
+#[test]
+fn a_tmpfs_without_a_mode_takes_the_mode_of_the_directory_it_covers() {
+    let runc = Runc::new();
+    let id = id("tmpfs-mode");
+    let bundle = Bundle::busybox(&["stat", "-c", "%a", "/tmp"]);
+    std::fs::set_permissions(
+        bundle.rootfs().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o7777),
+    )
+    .unwrap();
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["mounts"].as_array_mut().unwrap().push(
+            serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}),
+        );
+    });
+    assert_eq!(
+        runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+            .trim(),
+        "7777"
+    );
+}

@@ -34,6 +34,16 @@ pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, 
                 "a mount that is not a bind needs a type",
             ));
         }
+        // A tmpfs given no mode= takes the mode of the directory it
+        // covers (set-id and sticky bits too), as with runc.
+        if fstype == "tmpfs" && !opts.data.iter().any(|o| o.starts_with("mode=")) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Ok(meta) = std::fs::symlink_metadata(&dest)
+                && meta.is_dir()
+            {
+                opts.data.push(format!("mode={:o}", meta.permissions().mode() & 0o7777));
+            }
+        }
         sys.mkdir_all(&dest, 0o755)?;
         let source = mount.source().clone().unwrap_or_else(|| PathBuf::from(fstype));
         let data = opts.data();
