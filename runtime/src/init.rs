@@ -264,7 +264,16 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
                 Some(nix::unistd::getpid().as_raw()),
                 &config.bundle,
             );
-            hooks::run(hooks::Kind::CreateContainer, spec, &state)
+            // createContainer hooks run from the container's root (before
+            // pivot_root), so a relative path names what is in it, as with runc.
+            let previous = std::env::current_dir().ok();
+            nix::unistd::chdir(config.rootfs.as_path())
+                .map_err(|e| Error::nix("entering the root filesystem", &config.rootfs, e))?;
+            let ran = hooks::run(hooks::Kind::CreateContainer, spec, &state);
+            if let Some(previous) = previous {
+                let _ = nix::unistd::chdir(previous.as_path());
+            }
+            ran
         };
         rootfs::setup(&sys, &rootfs_config, &mut create_hooks)?;
     } else {

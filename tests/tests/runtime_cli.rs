@@ -606,3 +606,21 @@ fn a_tmpfs_without_a_mode_takes_the_mode_of_the_directory_it_covers() {
         "7777"
     );
 }
+
+#[test]
+fn a_create_container_hook_runs_from_the_container_root() {
+    let runc = Runc::new();
+    let id = id("hook-cwd");
+    let bundle = Bundle::busybox(&["ls", "/made-by-hook"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["root"]["readonly"] = false.into();
+        c["hooks"] =
+            serde_json::json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "touch ./made-by-hook"]}]});
+    });
+    assert_eq!(
+        runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+            .trim(),
+        "/made-by-hook"
+    );
+}
