@@ -156,7 +156,7 @@ fn environment(kind: Kind, hook: &Hook, spec: &Spec) -> Vec<String> {
         (Kind::StartContainer, None) => spec
             .process()
             .as_ref()
-            .and_then(|p| p.env().clone())
+            .map(crate::process::environment)
             .unwrap_or_default(),
         (_, None) => Vec::new(),
     }

@@ -47,16 +47,7 @@ pub fn prepare(process: &Process) -> Result<Exec> {
     let command = args
         .first()
         .ok_or_else(|| Error::invalid("process.args", "no command to run"))?;
-    let mut env = without_repeats(process.env().as_deref().unwrap_or_default());
-    // An empty HOME counts as none, as with runc.
-    env.retain(|e| e != "HOME=");
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = std::fs::read_to_string("/etc/passwd")
-            .ok()
-            .and_then(|passwd| home_of(&passwd, process.user().uid()))
-            .unwrap_or_else(|| "/".to_string());
-        env.push(format!("HOME={home}"));
-    }
+    let env = environment(process);
     let path = if command.contains('/') {
         let path = PathBuf::from(command);
         if !is_executable(&path) {
@@ -92,6 +83,24 @@ pub fn prepare(process: &Process) -> Result<Exec> {
             .map(|(i, e)| cstring(e, &format!("process.env[{i}]")))
             .collect::<Result<_>>()?,
     })
+}
+
+/// The environment the process runs with (and a startContainer hook
+/// without its own): the spec's, each name once, with HOME from the
+/// container's /etc/passwd (else "/") when it has none or an empty one.
+/// Read inside the container, after pivot_root.
+pub fn environment(process: &Process) -> Vec<String> {
+    let mut env = without_repeats(process.env().as_deref().unwrap_or_default());
+    // An empty HOME counts as none, as with runc.
+    env.retain(|e| e != "HOME=");
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|passwd| home_of(&passwd, process.user().uid()))
+            .unwrap_or_else(|| "/".to_string());
+        env.push(format!("HOME={home}"));
+    }
+    env
 }
 
 /// The environment with each name once: a later `NAME=value` replaces an

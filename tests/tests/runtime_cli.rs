@@ -574,14 +574,17 @@ fn a_start_container_hook_gets_the_process_environment() {
     let id = id("hook-env");
     let bundle = Bundle::busybox(&["true"]);
     let script = bundle.rootfs().join("check-env.sh");
-    std::fs::write(&script, "#!/bin/sh -ue\ntest $ONE = two\ntest $FOO = bar\n").unwrap();
+    std::fs::write(&script, "#!/bin/sh -ue\ntest $ONE = two\ntest $FOO = bar\necho $HOME\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     bundle.edit(|c| {
         c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
         c["process"]["env"] = serde_json::json!(["ONE=two", "FOO=bar", "PATH=/bin"]);
         c["hooks"] = serde_json::json!({"startContainer": [{"path": "/check-env.sh"}]});
     });
-    runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(
+        runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]),
+        "/root\n"
+    );
 }
 
 #[test]
