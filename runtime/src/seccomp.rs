@@ -100,6 +100,62 @@ pub fn build(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     Ok(filter)
 }
 
+/// A profile that hands syscalls to a user-space agent (SCMP_ACT_NOTIFY):
+/// berth cannot pass the notification descriptor to the agent yet, and
+/// loading such a filter anyway would leave the container blocked for
+/// good in its first notified syscall. So it is refused up front, with
+/// the errors runc gives for a profile it cannot serve.
+pub fn check_notify(profile: &LinuxSeccomp) -> Result<()> {
+    let notify = |action: LinuxSeccompAction| action == LinuxSeccompAction::ScmpActNotify;
+    let rules: Vec<(usize, &oci_spec::runtime::LinuxSyscall)> = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, rule)| notify(rule.action()))
+        .collect();
+    if !notify(profile.default_action()) && rules.is_empty() {
+        return Ok(());
+    }
+    for (i, rule) in &rules {
+        if let Some(j) = rule.names().iter().position(|n| n == "write") {
+            return Err(Error::invalid(
+                format!("linux.seccomp.syscalls[{i}].names[{j}]"),
+                "SCMP_ACT_NOTIFY cannot be used for the write syscall",
+            ));
+        }
+    }
+    let listener = profile
+        .listener_path()
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            Error::invalid(
+                "linux.seccomp.listenerPath",
+                "SCMP_ACT_NOTIFY needs a listenerPath for the seccomp agent",
+            )
+        })?;
+    let text = listener.display().to_string();
+    let connected = match text.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|address| std::os::unix::net::UnixStream::connect_addr(&address))
+        }
+        None => std::os::unix::net::UnixStream::connect(listener),
+    };
+    if let Err(e) = connected {
+        return Err(Error::invalid(
+            "linux.seccomp.listenerPath",
+            format!("failed to connect with seccomp agent specified in the seccomp profile ({text}): {e}"),
+        ));
+    }
+    Err(Error::invalid(
+        "linux.seccomp",
+        "SCMP_ACT_NOTIFY: handing the notification descriptor to a seccomp agent is not offered by berth yet",
+    ))
+}
+
 /// Builds and loads the profile into this process.
 pub fn load(profile: &LinuxSeccomp) -> Result<()> {
     let filter = build(profile)?;

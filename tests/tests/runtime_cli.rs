@@ -627,3 +627,50 @@ fn a_create_container_hook_runs_from_the_container_root() {
         "/made-by-hook"
     );
 }
+
+#[test]
+fn a_seccomp_notify_profile_is_refused_clearly_instead_of_hanging() {
+    let runc = Runc::new();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent_path = agent_dir.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&agent_path).unwrap();
+    let profile = |listener: &str, names: &[&str]| {
+        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": listener,
+            "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [{"names": names, "action": "SCMP_ACT_NOTIFY"}]})
+    };
+    let cases = [
+        (profile("", &["mkdir"]), "needs a listenerPath"),
+        (
+            profile("/no/such/agent.sock", &["mkdir"]),
+            "failed to connect with seccomp agent",
+        ),
+        (
+            profile("@no-such-abstract-agent", &["mkdir"]),
+            "failed to connect with seccomp agent",
+        ),
+        (
+            profile(agent_path.to_str().unwrap(), &["write"]),
+            "cannot be used for the write syscall",
+        ),
+        (profile(agent_path.to_str().unwrap(), &["mkdir"]), "not offered"),
+    ];
+    for (i, (seccomp, want)) in cases.into_iter().enumerate() {
+        let id = id(&format!("notify-{i}"));
+        let bundle = Bundle::busybox(&["mkdir", "/tmp/x"]);
+        bundle.edit(|c| {
+            c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+            c["linux"]["seccomp"] = seccomp;
+        });
+        let err = runc.fails(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(runc.ids().is_empty());
+    }
+    // A listenerPath without any notify action is ignored.
+    let id = id("notify-none");
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/no/such"});
+    });
+    runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+}

@@ -118,6 +118,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     }
     if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         crate::seccomp::build(profile)?;
+        crate::seccomp::check_notify(profile)?;
     }
     let plan = namespaces::plan(spec)?;
 
