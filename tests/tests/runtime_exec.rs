@@ -132,9 +132,19 @@ fn exec_into_a_container_that_is_not_running_fails() {
     let id = id("execstopped");
     let bundle = Bundle::busybox(&["true"]);
     bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
-    runc.ok_detached(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    // (A created container takes an exec, as with runc: runtime_cli.rs.)
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let mut stopped = false;
+    for _ in 0..100 {
+        if runc.status(&id) == "stopped" {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(stopped, "the container's `true` exits");
     let stderr = runc.fails(&["exec", &id, "true"]);
-    assert!(stderr.contains("created"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
     let stderr = runc.fails(&["exec", "no-such-container", "true"]);
     assert!(stderr.contains("no-such-container"), "{stderr}");
     runc.ok(&["delete", "--force", &id]);
