@@ -140,7 +140,7 @@ fn exec_into_a_container_that_is_not_running_fails() {
             stopped = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     assert!(stopped, "the container's `true` exits");
     let stderr = runc.fails(&["exec", &id, "true"]);
