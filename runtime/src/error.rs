@@ -20,6 +20,10 @@ pub enum Kind {
     FailedPrecondition,
     /// A system call or file operation failed.
     System,
+    /// The process's own program could not be executed (the last step:
+    /// everything else was set up). Shown as the process's own message,
+    /// `exec PATH: reason`, as runc's init prints it.
+    Exec,
 }
 
 /// An error with the step it happened in and what it concerned.
@@ -39,6 +43,11 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == Kind::Exec {
+            let path = self.subject.as_deref().unwrap_or_default();
+            let reason = self.errno.map(errno_text).unwrap_or_default();
+            return write!(f, "exec {path}: {reason}");
+        }
         f.write_str(&self.step)?;
         if let Some(subject) = &self.subject {
             write!(f, " {subject:?}")?;
@@ -132,6 +141,13 @@ impl Error {
         Self::sys(step, subject, errno as i32)
     }
 
+    /// The process's program `path` could not be executed.
+    pub fn exec(path: impl AsRef<Path>, errno: nix::errno::Errno) -> Self {
+        let mut e = Self::sys("exec", path, errno as i32);
+        e.kind = Kind::Exec;
+        e
+    }
+
     /// The same error with more context in front of its step.
     pub fn context(mut self, context: impl fmt::Display) -> Self {
         self.step = format!("{context}: {}", self.step);
@@ -139,9 +155,27 @@ impl Error {
     }
 }
 
+/// An errno as Go programs word it (`no such file or directory`): the C
+/// library's text with a lowercase first letter.
+fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_exec_reads_as_the_process_own_message() {
+        let e = Error::exec("/run.sh", nix::errno::Errno::ENOENT);
+        assert_eq!(e.to_string(), "exec /run.sh: no such file or directory");
+    }
 
     #[test]
     fn messages_name_the_step_the_subject_and_the_errno() {

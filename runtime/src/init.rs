@@ -12,7 +12,7 @@
 //! Every binary that creates containers with this library calls
 //! [`run_if_init`] first thing in `main`.
 
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -140,7 +140,7 @@ fn exec_intermediate(channel: &mut Channel, config: &ExecConfig, console: Option
     // started), so it may move only itself and its child may run any code.
     match unsafe { fork_into(&config.cgroup_entry, enter) } {
         Ok(Forked::Child) => {
-            let err = exec_process(config, console);
+            let err = exec_process(config, console, channel);
             let _ = channel.send(&FromInit::Failed(err));
             std::process::exit(1);
         }
@@ -154,19 +154,24 @@ fn exec_intermediate(channel: &mut Channel, config: &ExecConfig, console: Option
 
 /// The exec'd process: terminal, limits, working directory, identity,
 /// then the command; returns only on failure.
-fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>) -> Error {
+fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>, channel: &mut Channel) -> Error {
     let process = &config.process;
+    let sync = channel.raw_fd();
+    let mut hand_off = |listener| {
+        channel.send(&FromInit::SeccompListener(listener))?;
+        crate::seccomp_agent::await_hand_off(sync)
+    };
     let ready = (|| {
         if let Some(socket) = console {
-            crate::terminal::attach(socket, false)?;
+            crate::terminal::attach(socket, false, crate::terminal::requested_size(process))?;
         }
         process::apply_limits(process)?;
         process::enter_cwd(process)?;
         let exec = process::prepare(process)?;
-        process::become_user(process, config.seccomp.as_ref())?;
+        process::become_user(process, config.seccomp.as_ref(), &mut hand_off)?;
         process::clean_inheritance(config.preserve_fds)?;
         crate::security_labels::apply(process)?;
-        process::load_seccomp_last(process, config.seccomp.as_ref())?;
+        process::load_seccomp_last(process, config.seccomp.as_ref(), &mut hand_off)?;
         Ok(exec)
     })();
     match ready {
@@ -297,7 +302,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     rootfs::masks::make_read_only(spec)?;
     rootfs::masks::mask(spec)?;
     if let Some(socket) = console {
-        crate::terminal::attach(socket, true)?;
+        crate::terminal::attach(socket, true, crate::terminal::requested_size(process))?;
     }
     process::apply_limits(process)?;
     process::enter_cwd(process)?;
@@ -318,7 +323,9 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     drop(listener);
 
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    let ready = process::become_user(process, seccomp)
+    let start = connection.as_raw_fd();
+    let mut hand_off = |listener| crate::seccomp_agent::send_to_runtime(start, listener);
+    let ready = process::become_user(process, seccomp, &mut hand_off)
         .and_then(|()| {
             let state = HookState::new(
                 spec,
@@ -331,7 +338,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
         })
         .and_then(|()| process::clean_inheritance(config.preserve_fds))
         .and_then(|()| crate::security_labels::apply(process))
-        .and_then(|()| process::load_seccomp_last(process, seccomp));
+        .and_then(|()| process::load_seccomp_last(process, seccomp, &mut hand_off));
     let failure = match ready {
         Ok(()) => process::exec(&exec),
         Err(e) => e,

@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_agent;
 pub mod security_labels;
 pub mod self_protection;
 pub mod spec;

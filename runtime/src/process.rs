@@ -166,14 +166,18 @@ pub fn apply_limits(process: &Process) -> Result<()> {
 /// Becomes the spec's user with the spec's capabilities: bounding set,
 /// supplementary groups, gid, uid, the other capability sets, umask,
 /// no_new_privileges.
-pub fn become_user(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+pub fn become_user(
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    hand_off: crate::seccomp::HandOff<'_>,
+) -> Result<()> {
     // Without no_new_privileges, loading a filter needs CAP_SYS_ADMIN: it
     // goes in first, while the process still has it (as runc does), and the
     // profile must allow what follows.
     if process.no_new_privileges() != Some(true)
         && let Some(profile) = seccomp
     {
-        crate::seccomp::load(profile)?;
+        crate::seccomp::load(profile, hand_off)?;
     }
     let capabilities = crate::capabilities::plan(process)?;
     if let Some(plan) = &capabilities {
@@ -193,6 +197,7 @@ pub fn become_user(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<
     let gid = Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::nix("setting process.user.gid", "setresgid", e))?;
     let uid = Uid::from_raw(user.uid());
+    give_stdio_to(uid)?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::nix("setting process.user.uid", "setresuid", e))?;
     if let Some(plan) = &capabilities {
         crate::capabilities::after_user_change(plan)?;
@@ -213,11 +218,48 @@ pub fn become_user(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<
     Ok(())
 }
 
+/// Makes the process's user the owner of its stdio (its terminal, above
+/// all), so that a non-root user can use the console it was given; the
+/// group stays as devpts set it (`tty`). Skipped for descriptors already
+/// the user's and for /dev/null; a descriptor that cannot change owner
+/// (a read-only /dev, an owner not mapped in a user namespace) is left as
+/// it is, as runc leaves it.
+fn give_stdio_to(uid: Uid) -> Result<()> {
+    let null = nix::sys::stat::stat("/dev/null").ok().map(|s| s.st_rdev);
+    for fd in 0..3 {
+        // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into our own struct; a closed fd is EBADF.
+        if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+            continue;
+        }
+        if stat.st_uid == uid.as_raw() || Some(stat.st_rdev) == null {
+            continue;
+        }
+        // SAFETY: fchown on one of our standard descriptors; -1 keeps the group.
+        if unsafe { libc::fchown(fd, uid.as_raw(), u32::MAX) } != 0 {
+            let errno = nix::errno::Errno::last_raw();
+            if ![libc::EINVAL, libc::EPERM, libc::EROFS].contains(&errno) {
+                return Err(Error::sys(
+                    "giving stdio to process.user.uid",
+                    format!("/proc/self/fd/{fd}"),
+                    errno,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads the seccomp filter of a process with no_new_privileges: the last
 /// step before its exec, so the filter covers only the user's program.
-pub fn load_seccomp_last(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+pub fn load_seccomp_last(
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    hand_off: crate::seccomp::HandOff<'_>,
+) -> Result<()> {
     match seccomp {
-        Some(profile) if process.no_new_privileges() == Some(true) => crate::seccomp::load(profile),
+        Some(profile) if process.no_new_privileges() == Some(true) => crate::seccomp::load(profile, hand_off),
         _ => Ok(()),
     }
 }
@@ -263,7 +305,7 @@ pub fn clean_inheritance(preserve_fds: i32) -> Result<()> {
 /// Replaces this process with the command; returns only on failure.
 pub fn exec(exec: &Exec) -> Error {
     match nix::unistd::execve(&exec.path, &exec.args, &exec.env) {
-        Err(e) => Error::nix("exec", exec.path.to_string_lossy().into_owned(), e),
+        Err(e) => Error::exec(exec.path.to_string_lossy().into_owned(), e),
         Ok(never) => match never {},
     }
 }

@@ -100,68 +100,60 @@ pub fn build(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     Ok(filter)
 }
 
-/// A profile that hands syscalls to a user-space agent (SCMP_ACT_NOTIFY):
-/// berth cannot pass the notification descriptor to the agent yet, and
-/// loading such a filter anyway would leave the container blocked for
-/// good in its first notified syscall. So it is refused up front, with
-/// the errors runc gives for a profile it cannot serve.
+/// A profile that hands syscalls to a user-space agent (SCMP_ACT_NOTIFY)
+/// is checked before anything is made, with runc's errors: `write` cannot
+/// be handed over (the process's report to the runtime goes through it),
+/// and the agent needs a `listenerPath`. The agent itself is reached when
+/// the filter is loaded (see [`crate::seccomp_agent`]).
 pub fn check_notify(profile: &LinuxSeccomp) -> Result<()> {
-    let notify = |action: LinuxSeccompAction| action == LinuxSeccompAction::ScmpActNotify;
-    let rules: Vec<(usize, &oci_spec::runtime::LinuxSyscall)> = profile
-        .syscalls()
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, rule)| notify(rule.action()))
-        .collect();
-    if !notify(profile.default_action()) && rules.is_empty() {
+    if !crate::seccomp_agent::uses_notify(profile) {
         return Ok(());
     }
-    for (i, rule) in &rules {
-        if let Some(j) = rule.names().iter().position(|n| n == "write") {
+    let notified = |rule: &&oci_spec::runtime::LinuxSyscall| rule.action() == LinuxSeccompAction::ScmpActNotify;
+    for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
+        if let Some(j) = Some(rule)
+            .filter(notified)
+            .and_then(|r| r.names().iter().position(|n| n == "write"))
+        {
             return Err(Error::invalid(
                 format!("linux.seccomp.syscalls[{i}].names[{j}]"),
                 "SCMP_ACT_NOTIFY cannot be used for the write syscall",
             ));
         }
     }
-    let listener = profile
+    if profile
         .listener_path()
         .as_ref()
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| {
-            Error::invalid(
-                "linux.seccomp.listenerPath",
-                "SCMP_ACT_NOTIFY needs a listenerPath for the seccomp agent",
-            )
-        })?;
-    let text = listener.display().to_string();
-    let connected = match text.strip_prefix('@') {
-        Some(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-                .and_then(|address| std::os::unix::net::UnixStream::connect_addr(&address))
-        }
-        None => std::os::unix::net::UnixStream::connect(listener),
-    };
-    if let Err(e) = connected {
+        .is_none_or(|p| p.as_os_str().is_empty())
+    {
         return Err(Error::invalid(
             "linux.seccomp.listenerPath",
-            format!("failed to connect with seccomp agent specified in the seccomp profile ({text}): {e}"),
+            "SCMP_ACT_NOTIFY needs a listenerPath for the seccomp agent",
         ));
     }
-    Err(Error::invalid(
-        "linux.seccomp",
-        "SCMP_ACT_NOTIFY: handing the notification descriptor to a seccomp agent is not offered by berth yet",
-    ))
+    Ok(())
 }
 
-/// Builds and loads the profile into this process.
-pub fn load(profile: &LinuxSeccomp) -> Result<()> {
+/// Gives a notify listener (the descriptor's number in this process) to
+/// the runtime, which passes it on to the agent; returns once the agent
+/// has it.
+pub type HandOff<'a> = &'a mut dyn FnMut(std::os::fd::RawFd) -> Result<()>;
+
+/// Builds and loads the profile into this process; a profile with notify
+/// rules has its listener handed to the agent through `hand_off` before
+/// this returns.
+pub fn load(profile: &LinuxSeccomp, hand_off: HandOff<'_>) -> Result<()> {
     let filter = build(profile)?;
     filter
         .load()
-        .map_err(|e| Error::other("loading the seccomp filter", e.to_string()))
+        .map_err(|e| Error::other("loading the seccomp filter", e.to_string()))?;
+    if crate::seccomp_agent::uses_notify(profile) {
+        let listener = filter
+            .get_notify_fd()
+            .map_err(|e| Error::other("loading the seccomp filter", format!("no notify listener: {e}")))?;
+        hand_off(listener)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

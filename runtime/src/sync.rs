@@ -105,6 +105,10 @@ pub enum FromInit {
     RunHooks,
     /// The container is built and waits for start.
     Created,
+    /// The process loaded a seccomp filter with notify rules: this is its
+    /// listener's descriptor number; hand it to the agent, then answer
+    /// (see `seccomp_agent`).
+    SeccompListener(i32),
     /// Building failed.
     Failed(Error),
 }
@@ -127,6 +131,11 @@ impl Channel {
         Self {
             stream: UnixStream::from(fd),
         }
+    }
+
+    /// The underlying connection (for the one-byte seccomp answer).
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
     }
 
     /// The raw descriptor (to pass to a child).

@@ -69,8 +69,9 @@ pub fn inherited_socket() -> Option<OwnedFd> {
 /// Opens a new pty in the current mount namespace's /dev/ptmx, sends the
 /// master over `socket`, and makes the slave this process's controlling
 /// terminal and stdin, stdout and stderr. With `console`, the slave is also
-/// bind-mounted on /dev/console.
-pub fn attach(socket: &OwnedFd, console: bool) -> Result<()> {
+/// bind-mounted on /dev/console. With `size` (rows, columns: the
+/// process's `consoleSize`), the terminal starts with that size.
+pub fn attach(socket: &OwnedFd, console: bool, size: Option<(u16, u16)>) -> Result<()> {
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| Error::nix("opening a terminal", "/dev/ptmx", e))?;
     nix::pty::grantpt(&master).map_err(|e| Error::nix("opening a terminal", "grantpt", e))?;
@@ -83,6 +84,22 @@ pub fn attach(socket: &OwnedFd, console: bool) -> Result<()> {
     )
     .map_err(|e| Error::nix("opening a terminal", name.as_str(), e))?;
 
+    if let Some((rows, columns)) = size {
+        let window = libc::winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize struct we own.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &window) } != 0 {
+            return Err(Error::sys(
+                "setting process.consoleSize",
+                &name,
+                nix::errno::Errno::last_raw(),
+            ));
+        }
+    }
     let fds = [master.as_raw_fd()];
     let control = [ControlMessage::ScmRights(&fds)];
     sendmsg::<()>(
@@ -134,4 +151,13 @@ fn bind_console(slave: &str) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| Error::nix("binding the terminal on /dev/console", slave, e))
+}
+
+/// The size a process asks its terminal to start with (`consoleSize`:
+/// rows, columns), if it gives one.
+pub fn requested_size(process: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    let size = process.console_size()?;
+    let rows = u16::try_from(size.height()).ok()?;
+    let columns = u16::try_from(size.width()).ok()?;
+    (rows > 0 && columns > 0).then_some((rows, columns))
 }

@@ -119,6 +119,8 @@ fn runtime_error(e: berth_runtime::Error) -> Status {
         Kind::AlreadyExists => Status::already_exists(message),
         Kind::FailedPrecondition => Status::failed_precondition(message),
         Kind::System => Status::internal(message),
+        // containerd passes a failed exec on as Unknown.
+        Kind::Exec => Status::unknown(message),
     }
 }
 

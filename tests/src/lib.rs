@@ -19,6 +19,7 @@ pub mod images;
 pub mod loopfs;
 pub mod registry;
 pub mod runc;
+pub mod seccomp_agent;
 pub mod tree;
 pub mod wait;
 pub mod wire_compat;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use berth_tests::bundle::Bundle;
 use berth_tests::runc::{Runc, test_cgroup_path};
+use berth_tests::seccomp_agent::{Agent, Reply};
 use berth_tests::wait;
 
 fn id(name: &str) -> String {
@@ -629,30 +630,25 @@ fn a_create_container_hook_runs_from_the_container_root() {
 }
 
 #[test]
-fn a_seccomp_notify_profile_is_refused_clearly_instead_of_hanging() {
+fn a_seccomp_notify_profile_without_a_reachable_agent_is_refused_clearly() {
     let runc = Runc::new();
     let agent_dir = tempfile::tempdir().unwrap();
     let agent_path = agent_dir.path().join("agent.sock");
     let _agent = std::os::unix::net::UnixListener::bind(&agent_path).unwrap();
-    let profile = |listener: &str, names: &[&str]| {
-        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": listener,
-            "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [{"names": names, "action": "SCMP_ACT_NOTIFY"}]})
-    };
     let cases = [
-        (profile("", &["mkdir"]), "needs a listenerPath"),
+        (notify_profile("", &["mkdir"]), "needs a listenerPath"),
         (
-            profile("/no/such/agent.sock", &["mkdir"]),
+            notify_profile("/no/such/agent.sock", &["mkdir"]),
             "failed to connect with seccomp agent",
         ),
         (
-            profile("@no-such-abstract-agent", &["mkdir"]),
+            notify_profile("@no-such-abstract-agent", &["mkdir"]),
             "failed to connect with seccomp agent",
         ),
         (
-            profile(agent_path.to_str().unwrap(), &["write"]),
+            notify_profile(agent_path.to_str().unwrap(), &["write"]),
             "cannot be used for the write syscall",
         ),
-        (profile(agent_path.to_str().unwrap(), &["mkdir"]), "not offered"),
     ];
     for (i, (seccomp, want)) in cases.into_iter().enumerate() {
         let id = id(&format!("notify-{i}"));
@@ -673,4 +669,90 @@ fn a_seccomp_notify_profile_is_refused_clearly_instead_of_hanging() {
         c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/no/such"});
     });
     runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+}
+
+fn notify_profile(listener: &str, names: &[&str]) -> serde_json::Value {
+    serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": listener, "listenerMetadata": "meta",
+        "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [{"names": names, "action": "SCMP_ACT_NOTIFY"}]})
+}
+
+#[test]
+fn a_seccomp_agent_answers_the_containers_notified_calls() {
+    let runc = Runc::new();
+    let dir = tempfile::tempdir().unwrap();
+    // ENOMEDIUM: an answer only the agent could have given.
+    let agent = Agent::start(&dir.path().join("agent.sock"), Reply::Errno(libc::ENOMEDIUM));
+    let listener = agent.path().to_str().unwrap();
+    for no_new_privileges in [false, true] {
+        let id = id(&format!("agent-run-{no_new_privileges}"));
+        let bundle = Bundle::busybox(&["mkdir", "/tmp/x"]);
+        bundle.edit(|c| {
+            c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+            c["linux"]["seccomp"] = notify_profile(listener, &["mkdir"]);
+            c["process"]["noNewPrivileges"] = no_new_privileges.into();
+        });
+        let err = runc.fails(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        assert!(err.contains("No medium found"), "{err}");
+    }
+    let messages = agent.messages();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let first = &messages[0];
+    assert_eq!(first["fds"], serde_json::json!(["seccompFd"]));
+    assert_eq!(first["metadata"], "meta");
+    assert_eq!(first["state"]["id"], id("agent-run-false").as_str());
+    assert_eq!(first["pid"], first["state"]["pid"]);
+
+    // exec hands its own listener over.
+    let id = id("agent-exec");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["seccomp"] = notify_profile(listener, &["mkdir"]);
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let err = runc.fails(&["exec", &id, "mkdir", "/tmp/y"]);
+    assert!(err.contains("No medium found"), "{err}");
+    let messages = agent.messages();
+    assert_eq!(messages.len(), 4, "{messages:?}");
+    assert_eq!(messages[3]["state"]["status"], "running");
+    assert_ne!(messages[3]["pid"], messages[2]["pid"], "the exec'd process's own pid");
+
+    runc.ok(&["delete", "--force", &id]);
+
+    // When the agent goes, nothing waits: the calls fail with ENOSYS.
+    let gone = self::id("agent-gone");
+    let bundle = Bundle::busybox(&["sh", "-c", "sleep 2; mkdir /dev/shm/z"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&gone).into();
+        c["linux"]["seccomp"] = notify_profile(listener, &["mkdir"]);
+    });
+    let bundle_path = bundle.path().to_str().unwrap();
+    let err = std::thread::scope(|scope| {
+        let run = scope.spawn(|| runc.fails(&["run", "--bundle", bundle_path, &gone]));
+        wait::until(Duration::from_secs(30), "the agent has the listener", || {
+            (agent.messages().len() == 5).then_some(())
+        });
+        drop(agent);
+        run.join().unwrap()
+    });
+    assert!(err.contains("Function not implemented"), "{err}");
+}
+
+#[test]
+fn a_seccomp_agent_may_take_the_calls_the_runtime_itself_makes() {
+    let runc = Runc::new();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("agent.sock"), Reply::Continue);
+    let names = ["execve", "openat", "open", "read", "close", "fcntl", "mkdir"];
+    for no_new_privileges in [false, true] {
+        let id = id(&format!("agent-busy-{no_new_privileges}"));
+        let bundle = Bundle::busybox(&["sh", "-c", "mkdir /dev/shm/x && cat /proc/self/status >/dev/null"]);
+        bundle.edit(|c| {
+            c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+            c["linux"]["seccomp"] = notify_profile(agent.path().to_str().unwrap(), &names);
+            c["process"]["noNewPrivileges"] = no_new_privileges.into();
+        });
+        runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    }
+    assert_eq!(agent.messages().len(), 2);
 }

@@ -188,11 +188,29 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         }
     };
     let _ = intermediate.wait();
-    match ours.recv::<FromInit>()? {
-        // The channel closed: the exec succeeded.
-        None => {}
-        Some(FromInit::Failed(e)) => return Err(e),
-        Some(other) => return Err(Error::other("exec", format!("unexpected message {other:?}"))),
+    loop {
+        match ours.recv::<FromInit>()? {
+            // The channel closed: the exec succeeded.
+            None => break,
+            Some(FromInit::Failed(e)) => return Err(e),
+            Some(FromInit::SeccompListener(number)) => {
+                let profile = spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.seccomp().as_ref())
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "linux.seccomp",
+                            "the process loaded a notify filter the spec does not have",
+                        )
+                    })?;
+                let listener = crate::seccomp_agent::take_listener(pid, number)?;
+                let hook_state =
+                    crate::hooks::HookState::new(&spec, &options.id, "running", Some(state.pid), &state.bundle);
+                crate::seccomp_agent::hand_to_agent(profile, &hook_state, pid, listener, ours.stream())?;
+            }
+            Some(other) => return Err(Error::other("exec", format!("unexpected message {other:?}"))),
+        }
     }
     if let Some(path) = &options.pid_file {
         super::write_pid_file(path, pid)?;

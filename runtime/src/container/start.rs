@@ -6,7 +6,22 @@ use std::os::unix::net::UnixStream;
 use super::{Globals, load};
 use crate::error::{Error, Result};
 use crate::hooks::{self, HookState};
-use crate::state::{self, EXEC_SOCKET, Status};
+use crate::seccomp_agent;
+use crate::state::{self, EXEC_SOCKET, State, Status};
+
+/// Passes the init's seccomp listener on to the profile's agent.
+fn hand_listener_to_agent(spec: Option<&oci_spec::runtime::Spec>, state: &State, stream: &UnixStream) -> Result<()> {
+    let with_profile = spec.and_then(|s| Some((s, s.linux().as_ref()?.seccomp().as_ref()?)));
+    let Some((spec, profile)) = with_profile else {
+        return Err(Error::invalid(
+            "linux.seccomp",
+            "the init loaded a notify filter the spec does not have",
+        ));
+    };
+    let listener = seccomp_agent::read_listener(stream, state.pid)?;
+    let hook_state = HookState::new(spec, &state.id, "creating", Some(state.pid), &state.bundle);
+    seccomp_agent::hand_to_agent(profile, &hook_state, state.pid, listener, stream)
+}
 
 /// Starts container `id`; it must be `created`.
 pub fn start(globals: &Globals, id: &str) -> Result<()> {
@@ -29,15 +44,30 @@ pub fn start(globals: &Globals, id: &str) -> Result<()> {
         .write_all(b"s")
         .map_err(|e| Error::io("starting the container", dir.join(EXEC_SOCKET), &e))?;
     let _ = std::fs::remove_file(dir.join(EXEC_SOCKET));
-    // The socket closes when exec succeeds; an error is written otherwise.
+    let spec = super::bundle_spec(&state);
+    // The socket closes when exec succeeds; an error is written otherwise,
+    // and before either the init may hand over a seccomp listener.
+    let mut first = [0u8; 1];
     let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
+    loop {
+        match stream.read(&mut first) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if first[0] == seccomp_agent::LISTENER_MARK => {
+                hand_listener_to_agent(spec.as_ref(), &state, &stream)?;
+            }
+            Ok(_) => {
+                reply.push(first[0]);
+                let _ = stream.read_to_end(&mut reply);
+                break;
+            }
+        }
+    }
     if !reply.is_empty() {
         let error: Error = serde_json::from_slice(&reply)
             .unwrap_or_else(|_| Error::other("starting the container", String::from_utf8_lossy(&reply).into_owned()));
         return Err(error);
     }
-    if let Some(spec) = super::bundle_spec(&state) {
+    if let Some(spec) = spec {
         let hook_state = HookState::new(&spec, id, "running", Some(state.pid), &state.bundle);
         for warning in hooks::run_all(hooks::Kind::Poststart, &spec, &hook_state) {
             (globals.warn)(&warning);

@@ -17,7 +17,12 @@ pub fn configure(cli: &Cli) {
 }
 
 fn write(level: &str, message: &str) {
-    let _ = writeln!(std::io::stderr(), "berth-runc: {message}");
+    write_as(level, message, true);
+}
+
+fn write_as(level: &str, message: &str, prefixed: bool) {
+    let prefix = if prefixed { "berth-runc: " } else { "" };
+    let _ = writeln!(std::io::stderr(), "{prefix}{message}");
     let Some((Some(path), format)) = DESTINATION.get() else {
         return;
     };
@@ -33,7 +38,10 @@ fn write(level: &str, message: &str) {
 
 /// Reports a failed command.
 pub fn error(error: &berth_runtime::Error) {
-    write("error", &error.to_string());
+    // A failed exec is the process's own message, shown as runc's init
+    // shows it: nothing in front.
+    let prefixed = error.kind != berth_runtime::error::Kind::Exec;
+    write_as("error", &error.to_string(), prefixed);
 }
 
 /// Reports something that went wrong without failing the command (a
