@@ -87,6 +87,11 @@ c container rm stop
 c task rm --force keep >/dev/null 2>&1
 c container rm keep
 [[ -z $(c task ls -q) ]] || fail "tasks left"
+# A shim exits on its own once it has answered Shutdown: give it time.
+for _ in $(seq 100); do
+    pgrep -f -- "containerd-shim-berth-v2 -namespace upgrade -address $SOCK" >/dev/null || break
+    sleep 0.1
+done
 pgrep -f -- "containerd-shim-berth-v2 -namespace upgrade -address $SOCK" >/dev/null && fail "old shims left running"
 grep -qF "$WORK" /proc/self/mountinfo && fail "mounts left"
 [[ $(c run --rm "$image" fresh echo new) == new ]] || fail "a new container under the new berthd"

@@ -183,6 +183,18 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    /// Container `id`'s state, as the runtime sends it.
+    fn state_of(id: &str, bundle: &Path) -> HookState {
+        HookState {
+            oci_version: "1.0.2".into(),
+            id: id.into(),
+            status: "created".into(),
+            pid: Some(7),
+            bundle: bundle.to_path_buf(),
+            annotations: Default::default(),
+        }
+    }
+
     #[test]
     fn only_notify_rules_need_an_agent() {
         let plain = profile(serde_json::json!({
@@ -210,14 +222,7 @@ mod tests {
             "listenerMetadata": "bar",
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
         }));
-        let state = HookState {
-            oci_version: "1.0.2".into(),
-            id: "c1".into(),
-            status: "created".into(),
-            pid: Some(7),
-            bundle: dir.clone(),
-            annotations: Default::default(),
-        };
+        let state = state_of("c1", &dir);
         let (runtime_end, process_end) = UnixStream::pair().unwrap();
         // Any descriptor stands in for the listener.
         let listener = std::fs::File::open("/dev/null").unwrap();
@@ -267,14 +272,7 @@ mod tests {
             "listenerPath": "/nonexistent/berth-agent.sock",
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
         }));
-        let state = HookState {
-            oci_version: "1.0.2".into(),
-            id: "c1".into(),
-            status: "created".into(),
-            pid: Some(7),
-            bundle: "/".into(),
-            annotations: Default::default(),
-        };
+        let state = state_of("c1", Path::new("/"));
         let (runtime_end, _process_end) = UnixStream::pair().unwrap();
         let listener = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let err = hand_to_agent(&profile, &state, 7, listener, &runtime_end).unwrap_err();
