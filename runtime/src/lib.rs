@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod container;
 pub mod error;
+pub mod fd_passing;
 pub mod hooks;
 pub mod ids;
 pub mod init;

@@ -121,17 +121,7 @@ pub fn check_notify(profile: &LinuxSeccomp) -> Result<()> {
             ));
         }
     }
-    if profile
-        .listener_path()
-        .as_ref()
-        .is_none_or(|p| p.as_os_str().is_empty())
-    {
-        return Err(Error::invalid(
-            "linux.seccomp.listenerPath",
-            "SCMP_ACT_NOTIFY needs a listenerPath for the seccomp agent",
-        ));
-    }
-    Ok(())
+    crate::seccomp_agent::listener_path(profile).map(|_| ())
 }
 
 /// Gives a notify listener (the descriptor's number in this process) to

@@ -13,12 +13,10 @@
 //! refused), and the read that waits for the answer is one the agent,
 //! holding the listener by then, can let through.
 
-use std::io::IoSlice;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction};
 
 use crate::error::{Error, Result};
@@ -35,6 +33,20 @@ const SECCOMP_FD_NAME: &str = "seccompFd";
 pub fn uses_notify(profile: &LinuxSeccomp) -> bool {
     let notify = |action: LinuxSeccompAction| action == LinuxSeccompAction::ScmpActNotify;
     notify(profile.default_action()) || profile.syscalls().iter().flatten().any(|rule| notify(rule.action()))
+}
+
+/// The profile's agent socket; a notify profile without one is refused.
+pub fn listener_path(profile: &LinuxSeccomp) -> Result<&Path> {
+    profile
+        .listener_path()
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            Error::invalid(
+                "linux.seccomp.listenerPath",
+                "SCMP_ACT_NOTIFY needs a listenerPath for the seccomp agent",
+            )
+        })
 }
 
 /// In the process that loaded the filter: tells the runtime over
@@ -117,16 +129,7 @@ pub fn hand_to_agent(
     listener: OwnedFd,
     connection: &UnixStream,
 ) -> Result<()> {
-    let path = profile
-        .listener_path()
-        .as_ref()
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| {
-            Error::invalid(
-                "linux.seccomp.listenerPath",
-                "SCMP_ACT_NOTIFY needs a listenerPath for the seccomp agent",
-            )
-        })?;
+    let path = listener_path(profile)?;
     let agent = connect(path).map_err(|e| {
         Error::invalid(
             "linux.seccomp.listenerPath",
@@ -144,16 +147,8 @@ pub fn hand_to_agent(
         "state": state,
     });
     let body = message.to_string();
-    let fds = [listener.as_raw_fd()];
-    let control = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(
-        agent.as_raw_fd(),
-        &[IoSlice::new(body.as_bytes())],
-        &control,
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| Error::nix("sending the seccomp listener to the agent", path, e))?;
+    crate::fd_passing::send_with_fd(agent.as_raw_fd(), body.as_bytes(), listener.as_raw_fd())
+        .map_err(|e| Error::nix("sending the seccomp listener to the agent", path, e))?;
     // Only the agent may hold the listener: when it goes, the notified
     // system calls fail with ENOSYS instead of waiting.
     drop(listener);
@@ -178,6 +173,7 @@ fn connect(path: &Path) -> std::io::Result<UnixStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::MsgFlags;
 
     fn profile(json: serde_json::Value) -> LinuxSeccomp {
         serde_json::from_value(json).unwrap()

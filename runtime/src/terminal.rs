@@ -4,12 +4,10 @@
 //! the process's controlling terminal, stdio and (for the container's init)
 //! `/dev/console`.
 
-use std::io::IoSlice;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use crate::error::{Error, Result};
 
@@ -100,16 +98,8 @@ pub fn attach(socket: &OwnedFd, console: bool, size: Option<(u16, u16)>) -> Resu
             ));
         }
     }
-    let fds = [master.as_raw_fd()];
-    let control = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &[IoSlice::new(name.as_bytes())],
-        &control,
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| Error::nix("sending the terminal", "--console-socket", e))?;
+    crate::fd_passing::send_with_fd(socket.as_raw_fd(), name.as_bytes(), master.as_raw_fd())
+        .map_err(|e| Error::nix("sending the terminal", "--console-socket", e))?;
     drop(master);
 
     if console {

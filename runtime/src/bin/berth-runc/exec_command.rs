@@ -122,6 +122,18 @@ pub fn run(globals: &Globals, args: &ExecArgs, wait: impl FnOnce(i32, Option<Pen
     }
     let (console, terminal) = if !args.detach && args.console_socket.is_none() && process.terminal() == Some(true) {
         let (console, pending) = foreground_terminal::pair()?;
+        // The pty starts with the host terminal's size: the process may
+        // ask for it before the proxy first resizes the pty.
+        if process.console_size().is_none()
+            && let Some((rows, columns)) = foreground_terminal::host_size()
+        {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(columns))
+                .build()
+                .map_err(|e| Error::invalid("process.consoleSize", e.to_string()))?;
+            process.set_console_size(Some(size));
+        }
         (Some(console), Some(pending))
     } else {
         (None, None)

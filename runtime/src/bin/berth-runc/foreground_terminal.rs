@@ -183,6 +183,24 @@ impl HostConsole {
     }
 }
 
+/// The host terminal's size (rows, columns), for a process whose pty
+/// should have it from the start, before the proxy can resize it.
+pub fn host_size() -> Option<(u16, u16)> {
+    let host = HostConsole::find().ok()?;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into `size`, which lives
+    // through the call.
+    if unsafe { libc::ioctl(host.file.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } != 0 {
+        return None;
+    }
+    (size.ws_row > 0 && size.ws_col > 0).then_some((size.ws_row, size.ws_col))
+}
+
 /// Gives the pty the size of the host terminal.
 #[derive(Clone)]
 pub struct Resizer {
