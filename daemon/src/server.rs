@@ -34,6 +34,9 @@ const DIR_MODE: u32 = 0o711;
 
 /// Runs the daemon until it is told to stop.
 pub async fn run(config: Config) -> Result<()> {
+    // Before any socket exists: a client that sees the socket may stop
+    // the daemon at once, and that stop must be the graceful one.
+    let stop_signals = StopSignals::install()?;
     create_dir(&config.root)?;
     create_dir(&config.state)?;
     let _lock = lock_root(&config.root)?;
@@ -78,7 +81,7 @@ pub async fn run(config: Config) -> Result<()> {
         "berthd is serving"
     );
 
-    let outcome = wait_for_stop(&shutdown).await;
+    let outcome = stop_signals.wait(&shutdown).await;
     trigger.fire();
     tracing::info!("shutting down");
     let servers = async {
@@ -214,18 +217,29 @@ fn serve_ttrpc(
     })
 }
 
-/// Waits for SIGTERM or SIGINT (or an internal shutdown).
-async fn wait_for_stop(shutdown: &ShutdownSignal) -> Result<()> {
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => return Err(Error::io("installing signal handlers", &e)),
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-        () = shutdown.fired() => {}
+/// SIGTERM and SIGINT, caught from the start of `run` so that neither
+/// kills the daemon before its graceful shutdown is ready to run.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self> {
+        let term = signal(SignalKind::terminate()).map_err(|e| Error::io("installing the SIGTERM handler", &e))?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing the SIGINT handler", &e))?;
+        Ok(Self { term, int })
     }
-    Ok(())
+
+    /// Waits for SIGTERM or SIGINT (or an internal shutdown).
+    async fn wait(mut self, shutdown: &ShutdownSignal) -> Result<()> {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            () = shutdown.fired() => {}
+        }
+        Ok(())
+    }
 }
 
 async fn second_signal() {

@@ -78,6 +78,38 @@ async fn sigterm_ends_subscriptions_and_removes_the_sockets() {
     assert!(daemon.log().contains("berthd stopped"), "{}", daemon.log());
 }
 
+/// A client may stop the daemon the moment its socket appears (as a
+/// supervisor or a test does); that stop is the graceful one, every time.
+#[test]
+fn sigterm_as_soon_as_the_socket_appears_is_a_clean_stop() {
+    let mut daemon = Daemon::start();
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    let args = daemon.args();
+    for round in 0..20 {
+        let log = daemon.dir().join(format!("early-stop-{round}.log"));
+        let mut child = Daemon::spawn_raw(&args, &log);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !daemon.socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no socket:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "round {round}: {status}\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(!daemon.socket.exists(), "round {round}: socket left behind");
+    }
+}
+
 #[test]
 fn data_survives_sigkill_and_the_stale_socket_is_replaced() {
     let mut daemon = Daemon::start();
