@@ -293,11 +293,35 @@ pub fn clean_inheritance(preserve_fds: i32) -> Result<()> {
         )
     };
     if rc < 0 {
-        return Err(Error::sys(
-            "closing inherited descriptors",
-            "close_range",
-            nix::errno::Errno::last_raw(),
-        ));
+        // A seccomp profile loaded before this step may refuse close_range
+        // (or the kernel may lack it); flag each open descriptor instead.
+        let refused = nix::errno::Errno::last_raw();
+        return flag_open_descriptors_cloexec(first as i32)
+            .map_err(|_| Error::sys("closing inherited descriptors", "close_range", refused));
+    }
+    Ok(())
+}
+
+/// Sets FD_CLOEXEC on every open descriptor from `first` on, as listed
+/// in /proc/self/fd.
+fn flag_open_descriptors_cloexec(first: i32) -> Result<()> {
+    let listing =
+        std::fs::read_dir("/proc/self/fd").map_err(|e| Error::io("listing /proc/self/fd", "/proc/self/fd", &e))?;
+    let fds: Vec<i32> = listing
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the flags of a descriptor number;
+        // one that closed since the listing answers EBADF, ignored below.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if rc < 0 && nix::errno::Errno::last() != nix::errno::Errno::EBADF {
+            return Err(Error::sys(
+                "flagging inherited descriptors",
+                "fcntl",
+                nix::errno::Errno::last_raw(),
+            ));
+        }
     }
     Ok(())
 }

@@ -396,11 +396,38 @@ fn repeated_variables_are_set_once_and_an_empty_home_is_filled_in() {
 
 #[test]
 fn descriptors_berth_runc_inherited_do_not_reach_the_container() {
+    assert_an_inherited_descriptor_stays_out("fd-leak", None);
+}
+
+/// runc's suite checks that a profile refusing the new mount and
+/// descriptor calls (as older kernels lack them) still lets a container
+/// start: without noNewPrivileges the filter is in force before the
+/// runtime closes what it inherited.
+#[test]
+fn a_seccomp_profile_refusing_close_range_still_keeps_inherited_descriptors_out() {
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{
+            "names": ["close_range", "fsopen", "fsconfig", "fspick", "openat2", "open_tree", "move_mount", "mount_setattr"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 38
+        }]
+    });
+    assert_an_inherited_descriptor_stays_out("fd-leak-seccomp", Some(profile));
+}
+
+fn assert_an_inherited_descriptor_stays_out(name: &str, seccomp: Option<serde_json::Value>) {
     use std::os::fd::AsRawFd as _;
     let runc = Runc::new();
-    let id = id("fd-leak");
+    let id = id(name);
     let bundle = Bundle::busybox(&["sleep", "1000"]);
-    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        if let Some(profile) = &seccomp {
+            c["linux"]["seccomp"] = profile.clone();
+            c["process"]["noNewPrivileges"] = false.into();
+        }
+    });
     // A descriptor left open (not close-on-exec) by whoever runs berth-runc.
     let leaked = std::fs::File::open("/etc/hostname").unwrap();
     let fd = leaked.as_raw_fd();

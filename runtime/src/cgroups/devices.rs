@@ -1,5 +1,6 @@
-//! Device access rules: as v1 `devices.allow`/`devices.deny` lines, and as
-//! the instructions of a v2 eBPF device filter.
+//! Device access rules: the ones every container gets, and the
+//! instructions of a v2 eBPF device filter (v1 writes are
+//! [`super::device_transition`]'s).
 //!
 //! The filter reads the request (`access << 16 | type`, major, minor) and
 //! tries the rules from the last to the first: the last rule that matches
@@ -65,25 +66,6 @@ pub fn container_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
     }
     rules.push(rule(C, Some(136), None, "rwm"));
     rules
-}
-
-/// The v1 file and line for a rule: (`devices.allow`, `c 1:3 rwm`).
-pub fn v1_rule(rule: &LinuxDeviceCgroup) -> (&'static str, String) {
-    let kind = rule.typ().unwrap_or(LinuxDeviceType::A);
-    let number = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
-    let access = rule.access().clone().unwrap_or_else(|| "rwm".to_string());
-    let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
-    let line = if kind == LinuxDeviceType::A && rule.major().is_none() && rule.minor().is_none() {
-        format!("a *:* {access}")
-    } else {
-        format!(
-            "{} {}:{} {access}",
-            kind.as_str(),
-            number(rule.major()),
-            number(rule.minor())
-        )
-    };
-    (file, line)
 }
 
 /// One eBPF instruction.
@@ -230,28 +212,25 @@ pub fn interpret(program: &[Insn], kind: i32, access: i32, major: u32, minor: u3
     }
 }
 
+/// A rule as a spec writes it, for tests.
+#[cfg(test)]
+pub(crate) fn spec_rule(
+    allow: bool,
+    kind: &str,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
+    serde_json::from_value(serde_json::json!({
+        "allow": allow, "type": kind, "major": major, "minor": minor, "access": access
+    }))
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::spec_rule as rule;
     use super::*;
-
-    fn rule(allow: bool, kind: &str, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
-        serde_json::from_value(serde_json::json!({
-            "allow": allow, "type": kind, "major": major, "minor": minor, "access": access
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn v1_lines() {
-        assert_eq!(
-            v1_rule(&rule(false, "a", None, None, "rwm")),
-            ("devices.deny", "a *:* rwm".to_string())
-        );
-        assert_eq!(
-            v1_rule(&rule(true, "c", Some(136), None, "rwm")),
-            ("devices.allow", "c 136:* rwm".to_string())
-        );
-    }
 
     #[test]
     fn the_last_matching_rule_decides() {

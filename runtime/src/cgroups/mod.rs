@@ -7,6 +7,7 @@
 //! the v2 core features (`cgroup.kill`) are used where they exist.
 
 pub mod bpf;
+pub mod device_transition;
 pub mod devices;
 pub mod files;
 pub mod hybrid;

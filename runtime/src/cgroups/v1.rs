@@ -7,12 +7,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxHugepageLimit, LinuxMemory, LinuxResources};
 
+use super::device_transition::DeviceState;
 use super::files::{self, read, read_keyed, read_u64_or_zero, write, write_if_present};
 use super::layout::{Layout, V1Hierarchy};
 use super::stats::{CpuStats, HugetlbStats, MemoryStats, PidsStats, Stats};
-use super::{
-    Backend, CgroupEntry, CgroupManager, CgroupMount, OomSource, apply_resources, devices, dir_in, signal_each_frozen,
-};
+use super::{Backend, CgroupEntry, CgroupManager, CgroupMount, OomSource, apply_resources, dir_in, signal_each_frozen};
 use crate::error::{Error, Result};
 
 /// USER_HZ: the unit of cpuacct.stat.
@@ -186,7 +185,13 @@ impl Backend for V1 {
         let has_swap_file = dir.join("memory.memsw.limit_in_bytes").exists();
         let set_limit = |limit: i64| write(dir, "memory.limit_in_bytes", &limit.to_string());
         let set_swap = |total: i64| write(dir, "memory.memsw.limit_in_bytes", &total.to_string());
-        match (memory.limit(), memory.swap()) {
+        // Lifting the memory limit lifts memory+swap with it, unless the
+        // spec says otherwise: memsw may never be below the memory limit.
+        let swap = match (memory.limit(), memory.swap()) {
+            (Some(-1), None) if has_swap_file => Some(-1),
+            (_, swap) => swap,
+        };
+        match (memory.limit(), swap) {
             (limit, Some(swap)) if has_swap_file => {
                 // memsw (memory + swap) may never be below the memory limit:
                 // raise it first when growing, lower it last when shrinking.
@@ -241,11 +246,27 @@ impl Backend for V1 {
         if let Some(shares) = cpu.shares() {
             write(dir, "cpu.shares", &shares.to_string())?;
         }
-        if let Some(period) = cpu.period() {
-            write(dir, "cpu.cfs_period_us", &period.to_string())?;
-        }
-        if let Some(quota) = cpu.quota() {
-            write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+        let set_period = |period: u64| write(dir, "cpu.cfs_period_us", &period.to_string());
+        let set_quota = |quota: i64| write(dir, "cpu.cfs_quota_us", &quota.to_string());
+        match (cpu.period(), cpu.quota()) {
+            (Some(period), Some(quota)) => {
+                // The kernel checks quota/period against the parent's limit
+                // at each write: a shorter period under the old quota may
+                // exceed it, so then the quota goes first.
+                match set_period(period) {
+                    Err(e) if e.errno == Some(libc::EINVAL) => {
+                        set_quota(quota)?;
+                        set_period(period)?;
+                    }
+                    other => {
+                        other?;
+                        set_quota(quota)?;
+                    }
+                }
+            }
+            (Some(period), None) => set_period(period)?,
+            (None, Some(quota)) => set_quota(quota)?,
+            (None, None) => {}
         }
         if let Some(period) = cpu.realtime_period() {
             write(dir, "cpu.rt_period_us", &period.to_string())?;
@@ -327,8 +348,9 @@ impl Backend for V1 {
 
     fn set_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
         let dir = self.require("devices")?;
-        for rule in rules {
-            let (file, line) = devices::v1_rule(rule);
+        let list = read(dir, "devices.list")?;
+        let current = DeviceState::from_list(&list);
+        for (file, line) in current.transition_to(&current.with_rules(rules)) {
             write(dir, file, &line)?;
         }
         Ok(())
