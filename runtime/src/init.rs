@@ -246,7 +246,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             sys.setdomainname(domain)?;
         }
     }
-    if namespaces::has(spec, LinuxNamespaceType::Mount) {
+    let unsealed = if namespaces::has(spec, LinuxNamespaceType::Mount) {
         let rootfs_config = RootfsConfig {
             spec,
             rootfs: &config.rootfs,
@@ -280,13 +280,13 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             }
             ran
         };
-        rootfs::setup(&sys, &rootfs_config, &mut create_hooks)?;
+        rootfs::setup(&sys, &rootfs_config, &mut create_hooks)?
     } else {
         return Err(Error::invalid(
             "linux.namespaces",
             "a container needs a mount namespace of its own",
         ));
-    }
+    };
     for (key, value) in spec
         .linux()
         .as_ref()
@@ -304,6 +304,7 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     if let Some(socket) = console {
         crate::terminal::attach(socket, true, crate::terminal::requested_size(process))?;
     }
+    rootfs::seal(&sys, unsealed)?;
     process::apply_limits(process)?;
     process::enter_cwd(process)?;
     let exec = process::prepare(process)?;

@@ -80,6 +80,9 @@ pub trait Syscalls {
     fn write_file(&self, path: &Path, contents: &str) -> Result<()>;
     /// What is at `path`, or None.
     fn kind_of(&self, path: &Path) -> Result<Option<FileKind>>;
+    /// What `path` leads to, its symlinks followed, or None (also for a
+    /// dangling link).
+    fn kind_of_target(&self, path: &Path) -> Result<Option<FileKind>>;
     /// readlink(2).
     fn read_link(&self, path: &Path) -> Result<PathBuf>;
     /// The flags of the mount at `path` that a bind remount must keep

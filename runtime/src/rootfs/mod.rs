@@ -1,7 +1,8 @@
 //! Building the container's filesystem view, in the container's new mount
 //! namespace: propagation of `/`, the rootfs bound onto itself, the spec's
 //! mounts in order, devices and /dev links, then pivot_root (or the
-//! `--no-pivot` move) and the read-only root.
+//! `--no-pivot` move); then, once the console is in place, the read-only
+//! mounts and root.
 
 pub mod devices;
 pub mod masks;
@@ -37,14 +38,26 @@ pub struct RootfsConfig<'a> {
     pub no_pivot: bool,
 }
 
+/// What [`setup`] leaves for [`seal`]: the read-only flags that would stop
+/// the files still to be made (the console in `/dev`) from being made.
+#[derive(Debug)]
+#[must_use = "the read-only mounts the spec asks for are made by seal()"]
+pub struct Unsealed {
+    /// Mounts to make read-only, each at its path inside the new root.
+    read_only_later: Vec<(mounts::ReadOnlyLater, std::path::PathBuf)>,
+    readonly_root: bool,
+}
+
 /// Builds the filesystem and enters it. Runs in the container's mount
 /// namespace; on return the process's root is the container's.
 /// `before_pivot` runs once the mounts are made, before the root changes.
+/// Read-only tmpfs mounts, a read-only `/dev` and a read-only root are
+/// made read-only by [`seal`], once the console is in place.
 pub fn setup(
     sys: &dyn Syscalls,
     config: &RootfsConfig<'_>,
     before_pivot: &mut dyn FnMut() -> Result<()>,
-) -> Result<()> {
+) -> Result<Unsealed> {
     let linux = config.spec.linux().as_ref();
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
@@ -61,8 +74,12 @@ pub fn setup(
         None,
     )?;
 
+    let mut read_only_later = Vec::new();
     for (index, mount) in config.spec.mounts().iter().flatten().enumerate() {
-        mounts::mount_entry(sys, config, index, mount)?;
+        if let Some(later) = mounts::mount_entry(sys, config, index, mount)? {
+            let inside = Path::new("/").join(later.dest.strip_prefix(config.rootfs).unwrap_or(&later.dest));
+            read_only_later.push((later, inside));
+        }
     }
 
     if !devices::dev_is_bound(config.spec) {
@@ -78,8 +95,18 @@ pub fn setup(
     } else {
         sys.pivot_into(config.rootfs)?;
     }
+    Ok(Unsealed {
+        read_only_later,
+        readonly_root: config.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)),
+    })
+}
 
-    if config.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+/// Makes read-only what [`setup`] left writable, the root last.
+pub fn seal(sys: &dyn Syscalls, unsealed: Unsealed) -> Result<()> {
+    for (mount, inside) in &unsealed.read_only_later {
+        mounts::make_read_only(sys, mount, inside)?;
+    }
+    if unsealed.readonly_root {
         let kept = sys.kept_mount_flags(Path::new("/"))?;
         sys.mount(
             None,

@@ -11,18 +11,37 @@ use crate::error::{Error, Result};
 use crate::syscalls::{FileKind, Syscalls};
 use berth_core::mount_options::{self as options, MountOptions};
 
-/// Mounts `mount` (the spec's `mounts[index]`) inside the rootfs.
-pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, mount: &Mount) -> Result<()> {
+/// A mount made writable so that what follows can create files in it
+/// (devices in `/dev`, mount points in a tmpfs), to be made read-only
+/// once the whole tree is built, as its spec asks.
+#[derive(Debug)]
+pub struct ReadOnlyLater {
+    /// The mount's host path, under the rootfs.
+    pub dest: PathBuf,
+    /// The flags it was mounted with, MS_RDONLY taken out.
+    pub flags: MsFlags,
+}
+
+/// Mounts `mount` (the spec's `mounts[index]`) inside the rootfs. A
+/// read-only tmpfs or `/dev` comes back as [`ReadOnlyLater`].
+pub fn mount_entry(
+    sys: &dyn Syscalls,
+    config: &RootfsConfig<'_>,
+    index: usize,
+    mount: &Mount,
+) -> Result<Option<ReadOnlyLater>> {
     let field = format!("mounts[{index}]");
     let fstype = mount.typ().as_deref().unwrap_or("");
+    let destination = in_container(config.rootfs, mount.destination());
     if matches!(fstype, "proc" | "sysfs") {
-        refuse_a_symlinked_destination(sys, config.rootfs, mount.destination(), &field, fstype)?;
+        refuse_a_symlinked_destination(sys, config.rootfs, &destination, &field, fstype)?;
     }
-    let dest = resolve(sys, config.rootfs, mount.destination(), &format!("{field}.destination"))?;
+    let dest = resolve(sys, config.rootfs, &destination, &format!("{field}.destination"))?;
     let mut opts = options::parse(mount.options().as_deref().unwrap_or(&[]));
     if fstype == "bind" {
         opts.flags.insert(MsFlags::MS_BIND);
     }
+    let mut read_only_later = None;
     if opts.is_bind() {
         bind(sys, config, &field, mount, &dest, &opts)?;
     } else if fstype == "cgroup" || fstype == "cgroup2" && !config.cgroups.is_empty() {
@@ -45,6 +64,13 @@ pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, 
             }
         }
         sys.mkdir_all(&dest, 0o755)?;
+        if opts.flags.contains(MsFlags::MS_RDONLY) && (fstype == "tmpfs" || destination == Path::new("/dev")) {
+            opts.flags.remove(MsFlags::MS_RDONLY);
+            read_only_later = Some(ReadOnlyLater {
+                dest: dest.clone(),
+                flags: opts.flags,
+            });
+        }
         let source = mount.source().clone().unwrap_or_else(|| PathBuf::from(fstype));
         let data = opts.data();
         match sys.mount(Some(&source), &dest, Some(fstype), opts.flags, data.as_deref()) {
@@ -62,7 +88,31 @@ pub fn mount_entry(sys: &dyn Syscalls, config: &RootfsConfig<'_>, index: usize, 
     for propagation in &opts.propagation {
         sys.mount(None, &dest, None, *propagation, None)?;
     }
-    Ok(())
+    Ok(read_only_later)
+}
+
+/// Makes a [`ReadOnlyLater`] mount read-only; `at` is where it is now
+/// (inside the new root). A plain remount (not a bind one): it changes
+/// the filesystem's flags, as it was mounted with them.
+pub fn make_read_only(sys: &dyn Syscalls, mount: &ReadOnlyLater, at: &Path) -> Result<()> {
+    let kept = sys.kept_mount_flags(at)?;
+    sys.mount(
+        None,
+        at,
+        None,
+        mount.flags | kept | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None,
+    )
+}
+
+/// The in-container path of a destination. One that already names a
+/// place under the rootfs (`<rootfs>/mnt/x`) means that place, as with
+/// runc; anything else is a path inside the container.
+fn in_container(rootfs: &Path, destination: &Path) -> PathBuf {
+    match destination.strip_prefix(rootfs) {
+        Ok(inside) => Path::new("/").join(inside),
+        Err(_) => destination.to_path_buf(),
+    }
 }
 
 /// proc and sysfs go on a directory of the rootfs itself: an image whose
@@ -121,7 +171,8 @@ fn bind(
     } else {
         config.bundle.join(source)
     };
-    let kind = sys.kind_of(&source)?.ok_or_else(|| {
+    // The kind of what the source leads to: mount(2) follows its links.
+    let kind = sys.kind_of_target(&source)?.ok_or_else(|| {
         Error::invalid(
             format!("{field}.source"),
             format!("{} does not exist", source.display()),

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use super::{RootfsConfig, setup};
+use super::{RootfsConfig, seal, setup};
 use crate::cgroups::CgroupMount;
 use crate::spec::{default_spec_json, parse};
 use crate::syscalls::fake::{Call, Recorder};
@@ -43,7 +43,8 @@ fn run(spec: &oci_spec::runtime::Spec, fs: &Recorder, cgroup_ns: bool, no_pivot:
         user_ns: false,
         no_pivot,
     };
-    setup(fs, &config, &mut || Ok(()))
+    let unsealed = setup(fs, &config, &mut || Ok(()))?;
+    seal(fs, unsealed)
 }
 
 #[test]

@@ -210,6 +210,18 @@ impl Syscalls for Recorder {
         }))
     }
 
+    fn kind_of_target(&self, path: &Path) -> Result<Option<FileKind>> {
+        let mut path = path.to_path_buf();
+        for _ in 0..40 {
+            let target = match self.tree.borrow().get(&path) {
+                Some(Entry::Link(target)) => target.clone(),
+                _ => return self.kind_of(&path),
+            };
+            path = path.parent().unwrap_or(Path::new("/")).join(target);
+        }
+        Err(Error::sys("inspecting", path, libc::ELOOP))
+    }
+
     fn read_link(&self, path: &Path) -> Result<PathBuf> {
         match self.tree.borrow().get(path) {
             Some(Entry::Link(target)) => Ok(target.clone()),

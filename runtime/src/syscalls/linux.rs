@@ -149,22 +149,11 @@ impl Syscalls for Linux {
     }
 
     fn kind_of(&self, path: &Path) -> Result<Option<FileKind>> {
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) => {
-                let t = meta.file_type();
-                Ok(Some(if t.is_dir() {
-                    FileKind::Dir
-                } else if t.is_symlink() {
-                    FileKind::Symlink
-                } else if t.is_file() {
-                    FileKind::File
-                } else {
-                    FileKind::Other
-                }))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("inspecting", path, &e)),
-        }
+        kind_from(std::fs::symlink_metadata(path), path)
+    }
+
+    fn kind_of_target(&self, path: &Path) -> Result<Option<FileKind>> {
+        kind_from(std::fs::metadata(path), path)
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf> {
@@ -226,5 +215,24 @@ impl Syscalls for Linux {
             .into_iter()
             .filter(|(st, _)| flags.contains(*st))
             .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms))
+    }
+}
+
+fn kind_from(meta: std::io::Result<std::fs::Metadata>, path: &Path) -> Result<Option<FileKind>> {
+    match meta {
+        Ok(meta) => {
+            let t = meta.file_type();
+            Ok(Some(if t.is_dir() {
+                FileKind::Dir
+            } else if t.is_symlink() {
+                FileKind::Symlink
+            } else if t.is_file() {
+                FileKind::File
+            } else {
+                FileKind::Other
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("inspecting", path, &e)),
     }
 }
