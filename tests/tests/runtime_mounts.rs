@@ -111,3 +111,40 @@ fn mounts_see_the_ones_before_them_through_symlinked_sources_and_rootfs_paths() 
     let nested = rootfs.join(rootfs.strip_prefix("/").unwrap());
     assert!(!nested.exists(), "{} was made", nested.display());
 }
+
+/// In a user namespace the container's root may not search the host
+/// root's 0700 directories: the sources are opened before it enters.
+#[test]
+fn bind_sources_the_user_namespace_may_not_reach_are_still_mounted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runc = Runc::new();
+    let id = id("userns-inaccessible");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    let mut mounts = Vec::new();
+    for n in 1..=2 {
+        let closed = bundle.path().join(format!("source-inaccessible-{n}"));
+        std::fs::create_dir_all(closed.join("dir")).unwrap();
+        std::fs::write(closed.join("dir/foo.txt"), format!("{n}\n")).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        mounts.push(bind(
+            std::path::Path::new(&format!("source-inaccessible-{n}/dir")),
+            &format!("/tmp/mount-{n}"),
+            "bind",
+        ));
+    }
+    let shifted = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        c["linux"]["uidMappings"] = shifted.clone();
+        c["linux"]["gidMappings"] = shifted;
+        c["mounts"].as_array_mut().unwrap().extend(mounts);
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let out = runc.ok(&["exec", &id, "cat", "/tmp/mount-1/foo.txt", "/tmp/mount-2/foo.txt"]);
+    assert_eq!(out, "1\n2\n");
+    runc.ok(&["delete", "--force", &id]);
+}
