@@ -57,8 +57,9 @@ pub trait Syscalls {
     fn umount(&self, target: &Path, flags: MntFlags) -> Result<()>;
     /// Makes `rootfs` the root: pivot_root into it and detach the old root.
     fn pivot_into(&self, rootfs: &Path) -> Result<()>;
-    /// Makes `rootfs` the root without pivot_root: move it onto `/` and
-    /// chroot (runc's `--no-pivot`).
+    /// Makes `rootfs` the root without pivot_root: take the host's proc
+    /// and sysfs out of the namespace, move it onto `/` and chroot (runc's
+    /// `--no-pivot`).
     fn move_into(&self, rootfs: &Path) -> Result<()>;
     /// chdir(2).
     fn chdir(&self, path: &Path) -> Result<()>;

@@ -329,6 +329,41 @@ fn no_pivot_and_a_read_only_root() {
     assert_gone(&runc, &bundle, &id);
 }
 
+/// With `--no-pivot` the host's proc is still in the mount namespace,
+/// under the new root; if it stayed mounted, a process making its own user
+/// namespace could mount a proc with nothing masked. It is taken out.
+#[test]
+fn no_pivot_leaves_no_whole_proc_for_a_nested_user_namespace_to_copy() {
+    let runc = Runc::new();
+    let id = id("nopivot-proc");
+    let bundle = Bundle::busybox(&[
+        "unshare",
+        "-mrpf",
+        "sh",
+        "-c",
+        "mount -t proc none /proc 2>&1 && echo mounted",
+    ]);
+    with_cgroup(&bundle, &id, serde_json::json!({}));
+    bundle.edit(|c| {
+        for set in ["bounding", "permitted", "effective"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push("CAP_SETFCAP".into());
+        }
+    });
+    let out = runc.run(&["run", "--no-pivot", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("mounted"), "a fresh proc was mounted: {stdout}");
+    assert!(
+        stdout.contains("Permission denied") || stdout.contains("permission denied"),
+        "{stdout}"
+    );
+    // The host's proc is untouched.
+    assert!(Path::new("/proc/self/status").exists());
+    assert_gone(&runc, &bundle, &id);
+}
+
 #[test]
 fn the_process_gets_its_user_groups_cwd_env_sysctls_oom_score_and_time_namespace() {
     let runc = Runc::new();

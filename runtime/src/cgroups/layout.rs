@@ -118,7 +118,7 @@ fn is_subsystem(option: &str) -> bool {
 }
 
 /// mountinfo escapes spaces and the like as `\040`.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let mut out = String::with_capacity(field.len());
     let bytes = field.as_bytes();
     let mut i = 0;

@@ -6,6 +6,7 @@
 
 pub mod bind_sources;
 pub mod devices;
+pub mod host_pseudo_fs;
 pub mod masks;
 pub mod mounts;
 pub mod resolve;

@@ -67,6 +67,7 @@ impl Syscalls for Linux {
     }
 
     fn move_into(&self, rootfs: &Path) -> Result<()> {
+        crate::rootfs::host_pseudo_fs::hide(rootfs)?;
         nix::unistd::chdir(rootfs).map_err(|e| Error::nix("entering the rootfs", rootfs, e))?;
         nix::mount::mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
             .map_err(|e| Error::nix("moving the rootfs onto /", rootfs, e))?;
