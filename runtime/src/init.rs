@@ -74,9 +74,7 @@ fn intermediate() -> Result<()> {
         _ => return Err(Error::other("init", "no configuration received")),
     };
     let mut before_fork: Box<dyn FnOnce() -> Result<()>> = Box::new(|| Ok(()));
-    let mut opened_sources = rootfs::bind_sources::OpenedSources::default();
     if let Some(setup) = &config.user_namespace {
-        opened_sources = rootfs::bind_sources::OpenedSources::open(&config.spec, &config.bundle, &config.rootfs);
         if let Err(e) = make_user_namespace(&mut channel) {
             let _ = channel.send(&FromInit::Failed(e.clone()));
             return Err(e);
@@ -88,7 +86,7 @@ fn intermediate() -> Result<()> {
     // started), so it may move only itself and its child may run any code.
     match unsafe { fork_into(&config.cgroup_entry, before_fork) } {
         Ok(Forked::Child) => {
-            let outcome = container(&mut channel, &config, console.as_ref(), &opened_sources);
+            let outcome = container(&mut channel, &config, console.as_ref());
             if let Err(e) = outcome {
                 let _ = channel.send(&FromInit::Failed(e));
             }
@@ -221,12 +219,7 @@ fn await_runtime(channel: &mut Channel, limits_set: &mut bool, want: ToInit) -> 
 /// It was forked inside its cgroup, so it builds the container while the
 /// runtime sets the limits; it needs their `Go` only before the runtime's
 /// hooks run and before it reports the container created.
-fn container(
-    channel: &mut Channel,
-    config: &InitConfig,
-    console: Option<&OwnedFd>,
-    opened_sources: &rootfs::bind_sources::OpenedSources,
-) -> Result<()> {
+fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedFd>) -> Result<()> {
     let mut limits_set = false;
     if config.cgroup_ns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
@@ -262,7 +255,6 @@ fn container(
             cgroup_ns: config.cgroup_ns,
             user_ns: config.user_namespace.is_some(),
             no_pivot: config.no_pivot,
-            opened_sources,
         };
         let runtime_hooks = hooks::has(hooks::Kind::Prestart, spec) || hooks::has(hooks::Kind::CreateRuntime, spec);
         let mut create_hooks = || {

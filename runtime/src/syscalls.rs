@@ -79,9 +79,6 @@ pub trait Syscalls {
     fn setdomainname(&self, name: &str) -> Result<()>;
     /// Writes `contents` to an existing file (sysctls, proc knobs).
     fn write_file(&self, path: &Path, contents: &str) -> Result<()>;
-    /// Attaches a detached mount tree (an `open_tree` clone) at `dest`
-    /// with move_mount(2).
-    fn attach_tree(&self, tree: std::os::fd::RawFd, dest: &Path) -> Result<()>;
     /// What is at `path`, or None.
     fn kind_of(&self, path: &Path) -> Result<Option<FileKind>>;
     /// What `path` leads to, its symlinks followed, or None (also for a

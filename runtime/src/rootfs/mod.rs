@@ -4,7 +4,6 @@
 //! `--no-pivot` move); then, once the console is in place, the read-only
 //! mounts and root.
 
-pub mod bind_sources;
 pub mod devices;
 pub mod host_pseudo_fs;
 pub mod masks;
@@ -38,8 +37,6 @@ pub struct RootfsConfig<'a> {
     pub user_ns: bool,
     /// runc's `--no-pivot`: move the rootfs onto `/` and chroot.
     pub no_pivot: bool,
-    /// Bind sources opened before a user namespace was entered.
-    pub opened_sources: &'a bind_sources::OpenedSources,
 }
 
 /// What [`setup`] leaves for [`seal`]: the read-only flags that would stop

@@ -43,7 +43,7 @@ pub fn mount_entry(
     }
     let mut read_only_later = None;
     if opts.is_bind() {
-        bind(sys, config, index, mount, &dest, &opts)?;
+        bind(sys, config, &field, mount, &dest, &opts)?;
     } else if fstype == "cgroup" || fstype == "cgroup2" && !config.cgroups.is_empty() {
         cgroup_tree(sys, config, &dest, &opts)?;
     } else {
@@ -154,40 +154,30 @@ fn remount(sys: &dyn Syscalls, dest: &Path, flags: MsFlags) -> Result<()> {
     )
 }
 
-/// Whether the spec's mount is a bind (by its type or its options).
-pub fn is_bind(mount: &Mount) -> bool {
-    mount.typ().as_deref() == Some("bind") || options::parse(mount.options().as_deref().unwrap_or(&[])).is_bind()
-}
-
-/// A bind mount's source on the host: relative sources are the bundle's.
-pub fn bind_source(mount: &Mount, bundle: &Path) -> Option<PathBuf> {
-    let source = mount.source().as_ref()?;
-    Some(if source.is_absolute() {
-        source.clone()
-    } else {
-        bundle.join(source)
-    })
-}
-
 fn bind(
     sys: &dyn Syscalls,
     config: &RootfsConfig<'_>,
-    index: usize,
+    field: &str,
     mount: &Mount,
     dest: &Path,
     opts: &MountOptions,
 ) -> Result<()> {
-    let field = format!("mounts[{index}]");
-    let field = field.as_str();
-    let named = bind_source(mount, config.bundle)
+    let source = mount
+        .source()
+        .as_ref()
         .ok_or_else(|| Error::invalid(format!("{field}.source"), "a bind mount needs a source"))?;
-    // Cloned before a user namespace was entered, if it could be.
-    let tree = config.opened_sources.tree(index);
-    let source = tree.map_or_else(|| named.clone(), |fd| PathBuf::from(format!("/proc/self/fd/{fd}")));
+    let source = if source.is_absolute() {
+        source.clone()
+    } else {
+        config.bundle.join(source)
+    };
     // The kind of what the source leads to: mount(2) follows its links.
-    let kind = sys
-        .kind_of_target(&source)?
-        .ok_or_else(|| Error::invalid(format!("{field}.source"), format!("{} does not exist", named.display())))?;
+    let kind = sys.kind_of_target(&source)?.ok_or_else(|| {
+        Error::invalid(
+            format!("{field}.source"),
+            format!("{} does not exist", source.display()),
+        )
+    })?;
     if kind == FileKind::Dir {
         sys.mkdir_all(dest, 0o755)?;
     } else {
@@ -196,13 +186,8 @@ fn bind(
         }
         sys.create_file(dest)?;
     }
-    match tree {
-        Some(tree) => sys.attach_tree(tree, dest)?,
-        None => {
-            let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-            sys.mount(Some(&source), dest, None, bind_flags, None)?;
-        }
-    }
+    let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+    sys.mount(Some(&source), dest, None, bind_flags, None)?;
     remount(sys, dest, opts.flags)?;
     if opts.recursive_set != 0 || opts.recursive_clear != 0 {
         sys.set_recursive_attributes(dest, opts.recursive_set, opts.recursive_clear)

@@ -42,7 +42,6 @@ fn run(spec: &oci_spec::runtime::Spec, fs: &Recorder, cgroup_ns: bool, no_pivot:
         cgroup_ns,
         user_ns: false,
         no_pivot,
-        opened_sources: &super::bind_sources::OpenedSources::default(),
     };
     let unsealed = setup(fs, &config, &mut || Ok(()))?;
     seal(fs, unsealed)

@@ -25,7 +25,6 @@ pub enum Call {
         data: Option<String>,
     },
     Umount(PathBuf),
-    AttachTree(std::os::fd::RawFd, PathBuf),
     PivotInto(PathBuf),
     MoveInto(PathBuf),
     Chdir(PathBuf),
@@ -209,11 +208,6 @@ impl Syscalls for Recorder {
             Entry::File => FileKind::File,
             Entry::Link(_) => FileKind::Symlink,
         }))
-    }
-
-    fn attach_tree(&self, tree: std::os::fd::RawFd, dest: &Path) -> Result<()> {
-        self.record(Call::AttachTree(tree, dest.to_path_buf()));
-        Ok(())
     }
 
     fn kind_of_target(&self, path: &Path) -> Result<Option<FileKind>> {

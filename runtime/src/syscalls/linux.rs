@@ -153,29 +153,6 @@ impl Syscalls for Linux {
         kind_from(std::fs::symlink_metadata(path), path)
     }
 
-    fn attach_tree(&self, tree: std::os::fd::RawFd, dest: &Path) -> Result<()> {
-        /// MOVE_MOUNT_F_EMPTY_PATH: the source is the descriptor itself.
-        const FROM_DESCRIPTOR: libc::c_uint = 0x4;
-        let target = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
-            .map_err(|_| Error::invalid("mount destination", "contains a NUL byte"))?;
-        // SAFETY: an empty and a NUL-terminated path that live across the
-        // call; `tree` is a descriptor the caller owns.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                FROM_DESCRIPTOR,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::sys("mounting", dest, nix::errno::Errno::last_raw()));
-        }
-        Ok(())
-    }
-
     fn kind_of_target(&self, path: &Path) -> Result<Option<FileKind>> {
         kind_from(std::fs::metadata(path), path)
     }
