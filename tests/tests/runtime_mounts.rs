@@ -111,3 +111,67 @@ fn mounts_see_the_ones_before_them_through_symlinked_sources_and_rootfs_paths() 
     let nested = rootfs.join(rootfs.strip_prefix("/").unwrap());
     assert!(!nested.exists(), "{} was made", nested.display());
 }
+
+/// A bind of a mount the host made read-only stays read-only in a user
+/// namespace, even for a root with CAP_SYS_ADMIN there: the kernel locks
+/// the flags of mounts a less privileged namespace copied.
+#[test]
+fn a_host_read_only_mount_stays_read_only_from_a_user_namespace() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let host = tempfile::tempdir().unwrap();
+    mount(
+        Some("tmpfs"),
+        host.path(),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(host.path().to_path_buf());
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, host.path(), None::<&str>, flags, None::<&str>).unwrap();
+
+    let runc = Runc::new();
+    let id = id("userns-ro");
+    let bundle = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "mount -o remount,bind,rw /mnt 2>&1; touch /mnt/x 2>&1; grep ' /mnt ' /proc/mounts",
+    ]);
+    // The namespace's root may not make it in the host root's rootfs.
+    std::fs::create_dir_all(bundle.rootfs().join("mnt")).unwrap();
+    let shifted = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        c["linux"]["uidMappings"] = shifted.clone();
+        c["linux"]["gidMappings"] = shifted;
+        for set in ["bounding", "permitted", "effective"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push("CAP_SYS_ADMIN".into());
+        }
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(bind(host.path(), "/mnt", "bind"));
+    });
+    let out = runc.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(out.contains("Read-only file system"), "the write is refused: {out}");
+    let mnt = out.lines().last().unwrap_or_default();
+    assert!(
+        mnt.split_whitespace().nth(3).is_some_and(|o| o.starts_with("ro")),
+        "{out}"
+    );
+    assert!(!host.path().join("x").exists());
+}
