@@ -15,6 +15,7 @@ pub mod fd_passing;
 pub mod hooks;
 pub mod ids;
 pub mod init;
+pub mod mountinfo;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

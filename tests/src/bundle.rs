@@ -47,6 +47,31 @@ impl Bundle {
         self.dir.path().join("rootfs")
     }
 
+    /// Adds a user namespace with these id maps to the spec.
+    pub fn with_user_namespace(&self, uids: serde_json::Value, gids: serde_json::Value) {
+        self.edit(|c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("linux.namespaces")
+                .push(serde_json::json!({"type": "user"}));
+            c["linux"]["uidMappings"] = uids;
+            c["linux"]["gidMappings"] = gids;
+        });
+    }
+
+    /// Adds a capability to the process's bounding, permitted and
+    /// effective sets.
+    pub fn add_capability(&self, name: &str) {
+        self.edit(|c| {
+            for set in ["bounding", "permitted", "effective"] {
+                c["process"]["capabilities"][set]
+                    .as_array_mut()
+                    .expect("process.capabilities")
+                    .push(name.into());
+            }
+        });
+    }
+
     /// Changes config.json.
     pub fn edit(&self, change: impl FnOnce(&mut serde_json::Value)) {
         let path = self.dir.path().join("config.json");

@@ -260,18 +260,6 @@ fn an_unknown_system_call_is_refused_naming_the_field() {
     assert!(!runc.root().join(&id).exists());
 }
 
-/// A user namespace mapping container ids 0..65536 to host ids from 100000.
-fn with_user_namespace(bundle: &Bundle, uids: serde_json::Value, gids: serde_json::Value) {
-    bundle.edit(|c| {
-        c["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"type": "user"}));
-        c["linux"]["uidMappings"] = uids;
-        c["linux"]["gidMappings"] = gids;
-    });
-}
-
 #[test]
 fn a_user_namespace_maps_the_container_root_to_an_unprivileged_host_id() {
     let runc = Runc::new();
@@ -282,7 +270,7 @@ fn a_user_namespace_maps_the_container_root_to_an_unprivileged_host_id() {
         "cat /proc/self/uid_map /proc/self/gid_map; id -u; sleep 1000",
     ]);
     let shifted = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    with_user_namespace(&bundle, shifted.clone(), shifted);
+    bundle.with_user_namespace(shifted.clone(), shifted);
     let log = tempfile::NamedTempFile::new().unwrap();
     bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
     let mut create = runc.command(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
@@ -329,7 +317,7 @@ fn overlapping_or_missing_mappings_are_refused_naming_the_field() {
     for (i, (uids, gids, field)) in cases.into_iter().enumerate() {
         let id = id(&format!("userns-bad{i}"));
         let bundle = Bundle::busybox(&["true"]);
-        with_user_namespace(&bundle, uids, gids);
+        bundle.with_user_namespace(uids, gids);
         bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
         let stderr = runc.fails(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
         assert!(stderr.contains(field), "{field} in {stderr}");

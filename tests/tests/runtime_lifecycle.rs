@@ -344,14 +344,7 @@ fn no_pivot_leaves_no_whole_proc_for_a_nested_user_namespace_to_copy() {
         "mount -t proc none /proc 2>&1 && echo mounted",
     ]);
     with_cgroup(&bundle, &id, serde_json::json!({}));
-    bundle.edit(|c| {
-        for set in ["bounding", "permitted", "effective"] {
-            c["process"]["capabilities"][set]
-                .as_array_mut()
-                .unwrap()
-                .push("CAP_SETFCAP".into());
-        }
-    });
+    bundle.add_capability("CAP_SETFCAP");
     let out = runc.run(&["run", "--no-pivot", "--bundle", bundle.path().to_str().unwrap(), &id]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("mounted"), "a fresh proc was mounted: {stdout}");

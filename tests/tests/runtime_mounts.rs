@@ -147,20 +147,10 @@ fn a_host_read_only_mount_stays_read_only_from_a_user_namespace() {
     // The namespace's root may not make it in the host root's rootfs.
     std::fs::create_dir_all(bundle.rootfs().join("mnt")).unwrap();
     let shifted = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    bundle.with_user_namespace(shifted.clone(), shifted);
+    bundle.add_capability("CAP_SYS_ADMIN");
     bundle.edit(|c| {
         c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
-        c["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"type": "user"}));
-        c["linux"]["uidMappings"] = shifted.clone();
-        c["linux"]["gidMappings"] = shifted;
-        for set in ["bounding", "permitted", "effective"] {
-            c["process"]["capabilities"][set]
-                .as_array_mut()
-                .unwrap()
-                .push("CAP_SYS_ADMIN".into());
-        }
         c["mounts"]
             .as_array_mut()
             .unwrap()

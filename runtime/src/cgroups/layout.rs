@@ -53,30 +53,22 @@ impl Layout {
     pub fn parse(mountinfo: &str) -> Self {
         let mut v1 = Vec::new();
         let mut unified = None;
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let fields: Vec<&str> = left.split(' ').collect();
-            let rest: Vec<&str> = right.split(' ').collect();
-            if fields.len() < 5 || rest.len() < 3 {
-                continue;
-            }
-            let (root, mount_point) = (unescape(fields[3]), unescape(fields[4]));
-            match rest[0] {
+        for entry in crate::mountinfo::entries(mountinfo) {
+            match entry.fstype {
                 // The first cgroup2 mount wins (a container may see more).
-                "cgroup2" if unified.is_none() => unified = Some(PathBuf::from(mount_point)),
+                "cgroup2" if unified.is_none() => unified = Some(PathBuf::from(entry.mount_point)),
                 "cgroup2" => {}
                 "cgroup" => {
-                    let subsystems: Vec<String> = rest[2]
+                    let subsystems: Vec<String> = entry
+                        .super_options
                         .split(',')
                         .filter(|o| is_subsystem(o) && (!o.contains('=') || o.starts_with("name=")))
                         .map(str::to_string)
                         .collect();
                     if !subsystems.is_empty() {
                         v1.push(V1Hierarchy {
-                            mount_point: PathBuf::from(mount_point),
-                            root: PathBuf::from(root),
+                            mount_point: PathBuf::from(entry.mount_point),
+                            root: PathBuf::from(entry.root),
                             subsystems,
                         });
                     }
@@ -117,26 +109,6 @@ fn is_subsystem(option: &str) -> bool {
     ) && !option.starts_with("release_agent=")
 }
 
-/// mountinfo escapes spaces and the like as `\040`.
-pub(crate) fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let bytes = field.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8)
-        {
-            out.push(code as char);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i] as char);
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +142,5 @@ mod tests {
         assert_eq!(unified.mode, Mode::Unified);
         let legacy = Layout::parse("35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
         assert_eq!(legacy.mode, Mode::Legacy);
-        assert_eq!(unescape("/a\\040b"), "/a b");
     }
 }

@@ -14,22 +14,15 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::cgroups::layout::unescape;
 use crate::error::{Error, Result};
 
 /// Mount points of whole proc and sysfs filesystems outside `rootfs`, in
 /// the order mountinfo lists them.
 pub fn revealing_mounts(mountinfo: &str, rootfs: &Path) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fields: Vec<&str> = left.split(' ').collect();
-            let fstype = right.split(' ').next()?;
-            let (root, mount_point) = (fields.get(3)?, PathBuf::from(unescape(fields.get(4)?)));
-            (matches!(fstype, "proc" | "sysfs") && *root == "/" && !mount_point.starts_with(rootfs))
-                .then_some(mount_point)
-        })
+    crate::mountinfo::entries(mountinfo)
+        .filter(|entry| matches!(entry.fstype, "proc" | "sysfs") && entry.root == "/")
+        .map(|entry| PathBuf::from(entry.mount_point))
+        .filter(|mount_point| !mount_point.starts_with(rootfs))
         .collect()
 }
 
