@@ -10,6 +10,10 @@ use nix::mount::MsFlags;
 pub struct MountOptions {
     /// Flags for the mount call itself.
     pub flags: MsFlags,
+    /// Flags an option asked to be off (`rw`, `dev`, `atime`, …): a bind
+    /// mount of a source that has one of them locked on must fail rather
+    /// than quietly keep it.
+    pub cleared: MsFlags,
     /// Propagation changes, applied by separate calls after the mount.
     pub propagation: Vec<MsFlags>,
     /// Options for the filesystem (`mode=755,size=65536k`).
@@ -25,6 +29,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         Self {
             flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
             propagation: Vec::new(),
             data: Vec::new(),
             recursive_set: 0,
@@ -128,9 +133,36 @@ pub fn parse(options: &[String]) -> MountOptions {
             }
         };
         out.flags.insert(set);
+        out.cleared.remove(set);
         out.flags.remove(clear);
+        out.cleared.insert(clear);
     }
     out
+}
+
+/// The options that set `flags`, as a mount option list names them
+/// (`ro,nodev,relatime`), for messages.
+pub fn names(flags: MsFlags) -> String {
+    let table = [
+        (MsFlags::MS_RDONLY, "ro"),
+        (MsFlags::MS_NOSUID, "nosuid"),
+        (MsFlags::MS_NODEV, "nodev"),
+        (MsFlags::MS_NOEXEC, "noexec"),
+        (MsFlags::MS_SYNCHRONOUS, "sync"),
+        (MsFlags::MS_DIRSYNC, "dirsync"),
+        (MsFlags::MS_MANDLOCK, "mand"),
+        (MsFlags::MS_NOATIME, "noatime"),
+        (MsFlags::MS_NODIRATIME, "nodiratime"),
+        (MsFlags::MS_RELATIME, "relatime"),
+        (MsFlags::MS_STRICTATIME, "strictatime"),
+        (MsFlags::MS_LAZYTIME, "lazytime"),
+    ];
+    let named: Vec<&str> = table
+        .iter()
+        .filter(|(flag, _)| flags.contains(*flag))
+        .map(|(_, name)| *name)
+        .collect();
+    named.join(",")
 }
 
 /// The propagation flags a name stands for (`rslave` → MS_SLAVE|MS_REC).
@@ -151,6 +183,21 @@ pub fn propagation(name: &str) -> Option<MsFlags> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_named_as_options() {
+        assert_eq!(
+            names(MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_RELATIME),
+            "ro,nodev,relatime"
+        );
+        assert_eq!(names(MsFlags::MS_BIND), "");
+        let cleared = opts(&["ro", "rw", "dev", "nodev", "atime"]).cleared;
+        assert_eq!(
+            cleared,
+            MsFlags::MS_RDONLY | MsFlags::MS_NOATIME,
+            "the last word on each flag counts"
+        );
+    }
 
     fn opts(list: &[&str]) -> MountOptions {
         parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())

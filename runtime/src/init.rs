@@ -12,6 +12,7 @@
 //! Every binary that creates containers with this library calls
 //! [`run_if_init`] first thing in `main`.
 
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -71,6 +72,13 @@ fn intermediate() -> Result<()> {
     let config = match channel.recv::<ToInit>()? {
         Some(ToInit::Config(config)) => config,
         Some(ToInit::Exec(exec)) => return exec_intermediate(&mut channel, &exec, console.as_ref()),
+        Some(ToInit::HostBind(bind)) => {
+            let outcome = crate::container::host_binds::run_helper(&bind);
+            if let Err(e) = &outcome {
+                let _ = channel.send(&FromInit::Failed(e.clone()));
+            }
+            return outcome;
+        }
         _ => return Err(Error::other("init", "no configuration received")),
     };
     let mut before_fork: Box<dyn FnOnce() -> Result<()>> = Box::new(|| Ok(()));
@@ -157,10 +165,13 @@ fn exec_intermediate(channel: &mut Channel, config: &ExecConfig, console: Option
 fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>, channel: &mut Channel) -> Error {
     let process = &config.process;
     let sync = channel.raw_fd();
+    // Shared by the seccomp hand-off and the step reports between.
+    let channel = RefCell::new(channel);
     let mut hand_off = |listener| {
-        channel.send(&FromInit::SeccompListener(listener))?;
+        channel.borrow_mut().send(&FromInit::SeccompListener(listener))?;
         crate::seccomp_agent::await_hand_off(sync)
     };
+    let step = |message: &'static str| channel.borrow_mut().step(config.debug, || message.to_string());
     let ready = (|| {
         if let Some(socket) = console {
             crate::terminal::attach(socket, false, crate::terminal::requested_size(process))?;
@@ -168,9 +179,12 @@ fn exec_process(config: &ExecConfig, console: Option<&OwnedFd>, channel: &mut Ch
         process::apply_limits(process)?;
         process::enter_cwd(process)?;
         let exec = process::prepare(process)?;
+        step("exec: in the container's namespaces and cgroup, becoming its user");
         process::become_user(process, config.seccomp.as_ref(), &mut hand_off)?;
         process::clean_inheritance(config.preserve_fds)?;
         crate::security_labels::apply(process)?;
+        // The last word before the filter, which may refuse writes.
+        step("exec: loading seccomp, then executing the command");
         process::load_seccomp_last(process, config.seccomp.as_ref(), &mut hand_off)?;
         Ok(exec)
     })();
@@ -191,18 +205,18 @@ fn listen_for_start(state_dir: &Path) -> Result<UnixListener> {
     listener
 }
 
-/// Waits for the runtime's message `want`, noting a `Go` (limits set)
-/// that comes first.
-fn await_runtime(channel: &mut Channel, limits_set: &mut bool, want: ToInit) -> Result<()> {
+/// Waits for the runtime's message that `wanted` accepts, noting a `Go`
+/// (limits set) that comes first.
+fn await_runtime(channel: &mut Channel, limits_set: &Cell<bool>, wanted: fn(&ToInit) -> bool) -> Result<ToInit> {
     loop {
         match channel.recv::<ToInit>()? {
             Some(ToInit::Go) => {
-                *limits_set = true;
-                if matches!(want, ToInit::Go) {
-                    return Ok(());
+                limits_set.set(true);
+                if wanted(&ToInit::Go) {
+                    return Ok(ToInit::Go);
                 }
             }
-            Some(ToInit::HooksDone) if matches!(want, ToInit::HooksDone) => return Ok(()),
+            Some(message) if wanted(&message) => return Ok(message),
             Some(other) => return Err(Error::other("init", format!("unexpected message {other:?}"))),
             None => {
                 return Err(Error::other(
@@ -214,13 +228,48 @@ fn await_runtime(channel: &mut Channel, limits_set: &mut bool, want: ToInit) -> 
     }
 }
 
+/// The init's [`rootfs::HostBinds`]: each request goes to the runtime
+/// (see `container::host_binds`), which answers on the channel.
+#[derive(Debug)]
+struct AskTheRuntime<'a, 'c> {
+    channel: &'a RefCell<&'c mut Channel>,
+    limits_set: &'a Cell<bool>,
+}
+
+impl rootfs::HostBinds for AskTheRuntime<'_, '_> {
+    fn kind_of_source(&self, source: &Path) -> Result<Option<crate::syscalls::FileKind>> {
+        let mut channel = self.channel.borrow_mut();
+        channel.send(&FromInit::LookUpSource(source.to_path_buf()))?;
+        match await_runtime(&mut channel, self.limits_set, |m| {
+            matches!(m, ToInit::SourceLookedUp(_))
+        })? {
+            ToInit::SourceLookedUp(kind) => kind,
+            other => Err(Error::other("init", format!("unexpected message {other:?}"))),
+        }
+    }
+
+    fn bind(&self, source: &Path, dest: &Path, flags: nix::mount::MsFlags) -> Result<()> {
+        let mut channel = self.channel.borrow_mut();
+        channel.send(&FromInit::BindSource {
+            source: source.to_path_buf(),
+            dest: dest.to_path_buf(),
+            flags: flags.bits(),
+        })?;
+        match await_runtime(&mut channel, self.limits_set, |m| matches!(m, ToInit::SourceBound(_)))? {
+            ToInit::SourceBound(None) => Ok(()),
+            ToInit::SourceBound(Some(e)) => Err(e),
+            other => Err(Error::other("init", format!("unexpected message {other:?}"))),
+        }
+    }
+}
+
 /// The container's pid 1: builds everything, then waits for start.
 ///
 /// It was forked inside its cgroup, so it builds the container while the
 /// runtime sets the limits; it needs their `Go` only before the runtime's
 /// hooks run and before it reports the container created.
 fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedFd>) -> Result<()> {
-    let mut limits_set = false;
+    let limits_set = Cell::new(false);
     if config.cgroup_ns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| Error::nix("creating the cgroup namespace", "unshare", e))?;
@@ -228,8 +277,12 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     // Bound with the host's credentials: the state directory is the
     // runtime's, closed to the namespace's root.
     let listener = listen_for_start(&config.state_dir)?;
+    channel.step(config.debug, || {
+        "init: in the container's cgroup, start socket bound".into()
+    });
     if let Some(setup) = &config.user_namespace {
         crate::user_namespace::become_root(&setup.mappings)?;
+        channel.step(config.debug, || "init: root in the new user namespace".into());
     }
     let sys = Linux;
     let spec = &config.spec;
@@ -247,6 +300,12 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
         }
     }
     let unsealed = if namespaces::has(spec, LinuxNamespaceType::Mount) {
+        // Shared by the hooks' and the host binds' exchanges with the runtime.
+        let shared = RefCell::new(&mut *channel);
+        let host_binds = AskTheRuntime {
+            channel: &shared,
+            limits_set: &limits_set,
+        };
         let rootfs_config = RootfsConfig {
             spec,
             rootfs: &config.rootfs,
@@ -255,12 +314,14 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             cgroup_ns: config.cgroup_ns,
             user_ns: config.user_namespace.is_some(),
             no_pivot: config.no_pivot,
+            host_binds: Some(&host_binds),
         };
         let runtime_hooks = hooks::has(hooks::Kind::Prestart, spec) || hooks::has(hooks::Kind::CreateRuntime, spec);
         let mut create_hooks = || {
             if runtime_hooks {
+                let mut channel = shared.borrow_mut();
                 channel.send(&FromInit::RunHooks)?;
-                await_runtime(channel, &mut limits_set, ToInit::HooksDone)?;
+                await_runtime(&mut channel, &limits_set, |m| matches!(m, ToInit::HooksDone))?;
             }
             let state = HookState::new(
                 spec,
@@ -280,7 +341,11 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
             }
             ran
         };
-        rootfs::setup(&sys, &rootfs_config, &mut create_hooks)?
+        let unsealed = rootfs::setup(&sys, &rootfs_config, &mut create_hooks)?;
+        shared.into_inner().step(config.debug, || {
+            format!("init: mounts made, root is now {}", config.rootfs.display())
+        });
+        unsealed
     } else {
         return Err(Error::invalid(
             "linux.namespaces",
@@ -301,6 +366,9 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     // After the sysctls, which write under /proc/sys.
     rootfs::masks::make_read_only(spec)?;
     rootfs::masks::mask(spec)?;
+    channel.step(config.debug, || {
+        "init: sysctls written, paths masked and read-only".into()
+    });
     if let Some(socket) = console {
         crate::terminal::attach(socket, true, crate::terminal::requested_size(process))?;
     }
@@ -308,10 +376,16 @@ fn container(channel: &mut Channel, config: &InitConfig, console: Option<&OwnedF
     process::apply_limits(process)?;
     process::enter_cwd(process)?;
     let exec = process::prepare(process)?;
+    channel.step(config.debug, || {
+        "init: root sealed, limits and working directory set".into()
+    });
 
-    if !limits_set {
-        await_runtime(channel, &mut limits_set, ToInit::Go)?;
+    if !limits_set.get() {
+        await_runtime(channel, &limits_set, |m| matches!(m, ToInit::Go))?;
     }
+    channel.step(config.debug, || {
+        "init: built, reporting created and waiting for start".into()
+    });
     channel.send(&FromInit::Created)?;
 
     // Wait for `start`: one connection, one byte.

@@ -44,6 +44,8 @@ pub struct InitConfig {
     pub user_namespace: Option<UserNamespaceSetup>,
     /// File descriptors 3..3+n the process keeps (`--preserve-fds`).
     pub preserve_fds: i32,
+    /// Whether the init reports its steps (`FromInit::Step`).
+    pub debug: bool,
 }
 
 /// How the init makes a new user namespace and the namespaces it owns.
@@ -74,6 +76,21 @@ pub struct ExecConfig {
     pub preserve_fds: i32,
     /// The container's seccomp profile, which exec'd processes get too.
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// Whether the process reports its steps (`FromInit::Step`).
+    pub debug: bool,
+}
+
+/// What a host-bind helper does (see `rootfs::HostBinds`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostBindConfig {
+    /// The container's mount namespace (a descriptor the helper inherits).
+    pub mount_namespace_fd: i32,
+    /// The bind's source, as the host names it.
+    pub source: std::path::PathBuf,
+    /// Where it goes (made by the init, under the rootfs).
+    pub dest: std::path::PathBuf,
+    /// MS_BIND, maybe MS_REC.
+    pub flags: u64,
 }
 
 /// Runtime → init.
@@ -90,6 +107,13 @@ pub enum ToInit {
     HooksDone,
     /// The user namespace's maps are written.
     UsersMapped,
+    /// Instead of a container: bind a source into one's mount namespace
+    /// with the host's credentials, then exit.
+    HostBind(Box<HostBindConfig>),
+    /// What a source the init could not reach leads to.
+    SourceLookedUp(std::result::Result<Option<crate::syscalls::FileKind>, Error>),
+    /// The source the init could not reach is bound (or why not).
+    SourceBound(Option<Error>),
 }
 
 /// Init → runtime.
@@ -111,6 +135,21 @@ pub enum FromInit {
     SeccompListener(i32),
     /// Building failed.
     Failed(Error),
+    /// One step done, for the runtime's debug report (sent only when the
+    /// configuration asked for it).
+    Step(String),
+    /// A bind source the user namespace's root may not reach: look it up
+    /// with the host's credentials; answer SourceLookedUp.
+    LookUpSource(std::path::PathBuf),
+    /// Bind it (`dest` is made): answer SourceBound.
+    BindSource {
+        /// As the host names it.
+        source: std::path::PathBuf,
+        /// Under the rootfs.
+        dest: std::path::PathBuf,
+        /// MS_BIND, maybe MS_REC.
+        flags: u64,
+    },
 }
 
 /// One end of the channel.
@@ -151,6 +190,29 @@ impl Channel {
         self.stream
             .write_all(&frame)
             .map_err(|e| Error::io("sending a sync message", "sync channel", &e))
+    }
+
+    /// Receives the init's next message, passing the steps it reports
+    /// before it to `debug`; None when the init closed the channel.
+    pub fn recv_from_init(&mut self, debug: Option<fn(&str)>) -> Result<Option<FromInit>> {
+        loop {
+            match self.recv::<FromInit>()? {
+                Some(FromInit::Step(step)) => {
+                    if let Some(debug) = debug {
+                        debug(&step);
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Reports a step to the runtime when `debug` is set; a failure to
+    /// report is no failure of the step.
+    pub fn step(&mut self, debug: bool, message: impl FnOnce() -> String) {
+        if debug {
+            let _ = self.send(&FromInit::Step(message()));
+        }
     }
 
     /// Receives one message; None when the other side closed.
@@ -195,5 +257,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(b.recv::<FromInit>().unwrap().is_none());
+    }
+
+    #[test]
+    fn steps_go_to_the_debug_report_and_are_skipped_by_the_protocol() {
+        use std::sync::Mutex;
+        static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let (mut a, mut b) = Channel::pair().unwrap();
+        a.step(true, || "one".into());
+        a.step(false, || unreachable!("a step is only made when debugging"));
+        a.step(true, || "two".into());
+        a.send(&FromInit::Created).unwrap();
+        drop(a);
+        let report: fn(&str) = |step| SEEN.lock().unwrap().push(step.to_string());
+        assert!(matches!(
+            b.recv_from_init(Some(report)).unwrap(),
+            Some(FromInit::Created)
+        ));
+        assert_eq!(*SEEN.lock().unwrap(), ["one", "two"]);
+        assert!(b.recv_from_init(None).unwrap().is_none());
     }
 }

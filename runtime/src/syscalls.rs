@@ -19,7 +19,7 @@ mod linux;
 pub use linux::Linux;
 
 /// What is at a path (never following a final symlink).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileKind {
     /// A directory.
     Dir,
@@ -86,10 +86,10 @@ pub trait Syscalls {
     fn kind_of_target(&self, path: &Path) -> Result<Option<FileKind>>;
     /// readlink(2).
     fn read_link(&self, path: &Path) -> Result<PathBuf>;
-    /// The flags of the mount at `path` that a bind remount must keep
-    /// (nosuid, nodev, noexec and the atime ones): in a user namespace the
-    /// kernel locks those a more privileged namespace set.
-    fn kept_mount_flags(&self, path: &Path) -> Result<MsFlags>;
+    /// The flags of the mount at `path` that the kernel may lock (ro,
+    /// nosuid, nodev, noexec and the atime ones): from a user namespace, a
+    /// remount must repeat those a more privileged namespace set.
+    fn lockable_mount_flags(&self, path: &Path) -> Result<MsFlags>;
     /// Sets and clears `MOUNT_ATTR_*` bits on the mount at `path` and
     /// every mount below it (mount_setattr with AT_RECURSIVE).
     fn set_recursive_attributes(&self, path: &Path, set: u64, clear: u64) -> Result<()>;

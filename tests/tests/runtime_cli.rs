@@ -783,3 +783,85 @@ fn a_seccomp_agent_may_take_the_calls_the_runtime_itself_makes() {
     }
     assert_eq!(agent.messages().len(), 2);
 }
+
+/// Lines of `text` at debug level, in either log format.
+fn debug_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("level=debug") || l.contains(r#""level":"debug""#))
+        .collect()
+}
+
+#[test]
+fn debug_reports_the_steps_of_create_start_and_exec_where_runc_would() {
+    let runc = Runc::new();
+    let id = id("debug");
+    let bundle = Bundle::busybox(&["echo", "hello"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into());
+    let bundle_dir = bundle.path().to_str().unwrap();
+
+    // Without --log: text lines on standard error, the init's steps among them.
+    let out = std::process::Command::new(berth_tests::binaries::berth("berth-runc"))
+        .args([
+            "--root",
+            runc.root().to_str().unwrap(),
+            "--debug",
+            "run",
+            "--bundle",
+            bundle_dir,
+            &id,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    let lines = debug_lines(&stderr);
+    for step in [
+        "spec read from",
+        "init started",
+        "init: mounts made",
+        "init: built, reporting created",
+        "created, init pid",
+        "signalling init",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(step)), "{step:?} missing:\n{stderr}");
+    }
+    assert!(lines.iter().all(|l| l.starts_with("time=\"")), "{stderr}");
+
+    // With --log (JSON here): into the file, none on standard error.
+    let log = runc.log_path();
+    let before = std::fs::read_to_string(log).unwrap_or_default().len();
+    let out = runc.run(&["--debug", "run", "--bundle", bundle_dir, &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(debug_lines(&stderr).is_empty(), "{stderr}");
+    let logged = std::fs::read_to_string(log).unwrap()[before..].to_string();
+    let lines = debug_lines(&logged);
+    assert!(lines.iter().any(|l| l.contains("init: mounts made")), "{logged}");
+    for line in &lines {
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(parsed["msg"].is_string() && parsed["time"].is_string(), "{line}");
+    }
+
+    // exec reports its process's steps up to the command.
+    let (_running_bundle, running_id) = running(&runc, "debug-exec");
+    let before = std::fs::read_to_string(log).unwrap().len();
+    assert_eq!(runc.ok(&["--debug", "exec", &running_id, "true"]), "");
+    let logged = std::fs::read_to_string(log).unwrap()[before..].to_string();
+    for step in [
+        "joining the namespaces",
+        "becoming its user",
+        "loading seccomp",
+        "runs its command",
+    ] {
+        assert!(logged.contains(step), "{step:?} missing:\n{logged}");
+    }
+
+    // Without --debug: no step is reported.
+    let before = std::fs::read_to_string(log).unwrap().len();
+    runc.ok(&["exec", &running_id, "true"]);
+    let logged = std::fs::read_to_string(log).unwrap()[before..].to_string();
+    assert!(debug_lines(&logged).is_empty(), "{logged}");
+    runc.ok(&["delete", "--force", &running_id]);
+}

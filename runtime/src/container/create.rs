@@ -16,7 +16,7 @@ use std::rc::Rc;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
-use super::{Globals, manager_for};
+use super::{Globals, host_binds, manager_for};
 use crate::error::{Error, Result};
 use crate::hooks::{self, HookState};
 use crate::init::{INIT_ARG, INIT_FD_ENV};
@@ -121,6 +121,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         crate::seccomp::check_notify(profile)?;
     }
     let plan = namespaces::plan(spec)?;
+    globals.step(|| format!("create {}: spec read from {}", options.id, bundle.dir.display()));
 
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -148,6 +149,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     );
     let cgroup: Rc<dyn crate::cgroups::CgroupManager> = Rc::from(manager_for(&cgroup_path)?);
     refuse_a_cgroup_in_use(cgroup.as_ref(), &options.id, &cgroup_path)?;
+    globals.step(|| format!("create {}: cgroup {}", options.id, cgroup_path.display()));
 
     let (mut ours, theirs) = Channel::pair()?;
     let child_fd = theirs.raw_fd();
@@ -234,6 +236,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     // The cgroup is made while the init starts; the init enters it itself
     // and forks the container's pid 1 there (see cgroups::join).
     cleanup.init_pid = Some(intermediate.id() as i32);
+    globals.step(|| format!("create {}: init started (pid {})", options.id, intermediate.id()));
     cleanup.cgroup = Some(Rc::clone(&cgroup));
     let cgroup_entry = cgroup.create()?;
 
@@ -249,11 +252,16 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         cgroup_ns,
         user_namespace,
         preserve_fds: options.preserve_fds,
+        debug: globals.debug.is_some(),
     };
     ours.send(&ToInit::Config(Box::new(config)))?;
+    // The container's pid 1 may ask for a host bind before its parent
+    // reports its pid: that request waits for the pid.
+    let mut early_request = None;
     let pid = loop {
-        match ours.recv::<FromInit>()? {
+        match ours.recv_from_init(globals.debug)? {
             Some(FromInit::Pid(pid)) => break pid,
+            Some(request) if host_binds::is_request(&request) => early_request = Some(request),
             Some(FromInit::MapUsers) => {
                 let Some(mappings) = &mappings else {
                     return Err(Error::other(
@@ -261,6 +269,7 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
                         "the init asked for maps it has no use for",
                     ));
                 };
+                globals.step(|| format!("create {}: writing the user namespace's maps", options.id));
                 crate::user_namespace::write(intermediate.id() as i32, mappings)?;
                 ours.send(&ToInit::UsersMapped)?;
             }
@@ -274,6 +283,9 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         }
     };
     cleanup.init_pid = Some(pid);
+    if let Some(request) = early_request {
+        host_binds::answer(request, pid, &mut ours)?;
+    }
     let status = intermediate
         .wait()
         .map_err(|e| Error::io("waiting for the init", "/proc/self/exe", &e))?;
@@ -291,18 +303,24 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .unwrap_or_default();
     resources.set_devices(Some(crate::cgroups::devices::container_rules(spec)));
     cgroup.set(&resources)?;
+    globals.step(|| format!("create {}: cgroup limits set for pid {pid}", options.id));
     // The init builds the container meanwhile; if it already failed, its
     // report is waiting on the channel, and says more than the closed pipe.
     if let Err(send_error) = ours.send(&ToInit::Go) {
-        return Err(match ours.recv::<FromInit>() {
+        return Err(match ours.recv_from_init(globals.debug) {
             Ok(Some(FromInit::Failed(e))) => e,
             _ => send_error,
         });
     }
     loop {
-        match ours.recv::<FromInit>()? {
+        match ours.recv_from_init(globals.debug)? {
             Some(FromInit::Created) => break,
+            Some(request) if host_binds::is_request(&request) => {
+                globals.step(|| format!("create {}: {request:?} for the init", options.id));
+                host_binds::answer(request, pid, &mut ours)?;
+            }
             Some(FromInit::RunHooks) => {
+                globals.step(|| format!("create {}: running prestart and createRuntime hooks", options.id));
                 let state = HookState::new(spec, &options.id, "creating", Some(pid), &bundle.dir);
                 hooks::run(hooks::Kind::Prestart, spec, &state)?;
                 hooks::run(hooks::Kind::CreateRuntime, spec, &state)?;
@@ -336,5 +354,6 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         super::write_pid_file(pid_file, pid)?;
     }
     cleanup.armed = false;
+    globals.step(|| format!("create {}: created, init pid {pid} waits for start", options.id));
     Ok(state)
 }

@@ -174,9 +174,11 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         cgroup_entry,
         preserve_fds: options.preserve_fds,
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        debug: globals.debug.is_some(),
     };
+    globals.step(|| format!("exec {}: joining the namespaces of pid {}", options.id, state.pid));
     ours.send(&ToInit::Exec(Box::new(config)))?;
-    let pid = match ours.recv::<FromInit>()? {
+    let pid = match ours.recv_from_init(globals.debug)? {
         Some(FromInit::Pid(pid)) => pid,
         Some(FromInit::Failed(e)) => {
             let _ = intermediate.wait();
@@ -188,8 +190,9 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
         }
     };
     let _ = intermediate.wait();
+    globals.step(|| format!("exec {}: process pid {pid}", options.id));
     loop {
-        match ours.recv::<FromInit>()? {
+        match ours.recv_from_init(globals.debug)? {
             // The channel closed: the exec succeeded.
             None => break,
             Some(FromInit::Failed(e)) => return Err(e),
@@ -212,6 +215,7 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
             Some(other) => return Err(Error::other("exec", format!("unexpected message {other:?}"))),
         }
     }
+    globals.step(|| format!("exec {}: pid {pid} runs its command", options.id));
     if let Some(path) = &options.pid_file {
         super::write_pid_file(path, pid)?;
     }

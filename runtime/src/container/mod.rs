@@ -3,6 +3,7 @@
 pub mod create;
 pub mod delete;
 pub mod exec;
+pub mod host_binds;
 pub mod kill;
 pub mod pause;
 pub mod query;
@@ -25,6 +26,18 @@ pub struct Globals {
     /// Where problems that do not fail an operation are reported (a failed
     /// poststart or poststop hook).
     pub warn: fn(&Error),
+    /// Where the steps of an operation are reported as they happen
+    /// (runc's `--debug`), the init's included; None keeps them unsaid.
+    pub debug: Option<fn(&str)>,
+}
+
+impl Globals {
+    /// Reports one step when debugging; the message is only made then.
+    pub fn step(&self, message: impl FnOnce() -> String) {
+        if let Some(debug) = self.debug {
+            debug(&message());
+        }
+    }
 }
 
 impl Default for Globals {
@@ -33,6 +46,7 @@ impl Default for Globals {
             root: PathBuf::from(DEFAULT_ROOT),
             systemd_cgroup: false,
             warn: |_| {},
+            debug: None,
         }
     }
 }

@@ -39,6 +39,7 @@ pub fn start(globals: &Globals, id: &str) -> Result<()> {
     nix::unistd::chdir(&dir).map_err(|e| Error::nix("entering the state directory", &dir, e))?;
     let connected = UnixStream::connect(EXEC_SOCKET);
     let _ = nix::unistd::chdir(&cwd);
+    globals.step(|| format!("start {id}: signalling init pid {}", state.pid));
     let mut stream = connected.map_err(|e| Error::io("starting the container", dir.join(EXEC_SOCKET), &e))?;
     stream
         .write_all(b"s")
@@ -67,6 +68,7 @@ pub fn start(globals: &Globals, id: &str) -> Result<()> {
             .unwrap_or_else(|_| Error::other("starting the container", String::from_utf8_lossy(&reply).into_owned()));
         return Err(error);
     }
+    globals.step(|| format!("start {id}: the init exec'd the process"));
     if let Some(spec) = spec {
         let hook_state = HookState::new(&spec, id, "running", Some(state.pid), &state.bundle);
         for warning in hooks::run_all(hooks::Kind::Poststart, &spec, &hook_state) {

@@ -114,7 +114,7 @@ pub fn make_read_only(spec: &Spec) -> Result<()> {
         let Some((fd, _)) = open_no_follow(Path::new(path), &field)? else {
             continue;
         };
-        let kept = crate::syscalls::Syscalls::kept_mount_flags(&crate::syscalls::Linux, &fd_path(&fd))?;
+        let kept = crate::syscalls::Syscalls::lockable_mount_flags(&crate::syscalls::Linux, &fd_path(&fd))?;
         let flags = kept
             | MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT

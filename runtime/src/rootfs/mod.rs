@@ -37,6 +37,22 @@ pub struct RootfsConfig<'a> {
     pub user_ns: bool,
     /// runc's `--no-pivot`: move the rootfs onto `/` and chroot.
     pub no_pivot: bool,
+    /// Who binds the sources the container's user namespace may not look
+    /// up; None when there is no one to ask.
+    pub host_binds: Option<&'a dyn HostBinds>,
+}
+
+/// Bind mounts made with the host's credentials for a container in a user
+/// namespace whose root may not reach a source (a host directory closed
+/// to others, say): the runtime looks the source up and binds it inside
+/// the container's mount namespace, where the host's locked flags stay
+/// locked on the bind.
+pub trait HostBinds: std::fmt::Debug {
+    /// What `source` leads to, followed through its symlinks.
+    fn kind_of_source(&self, source: &Path) -> Result<Option<crate::syscalls::FileKind>>;
+    /// Binds `source` on `dest` (already made) in the container's mount
+    /// namespace, with `flags` (MS_BIND, maybe MS_REC).
+    fn bind(&self, source: &Path, dest: &Path, flags: MsFlags) -> Result<()>;
 }
 
 /// What [`setup`] leaves for [`seal`]: the read-only flags that would stop
@@ -108,7 +124,7 @@ pub fn seal(sys: &dyn Syscalls, unsealed: Unsealed) -> Result<()> {
         mounts::make_read_only(sys, mount, inside)?;
     }
     if unsealed.readonly_root {
-        let kept = sys.kept_mount_flags(Path::new("/"))?;
+        let kept = sys.lockable_mount_flags(Path::new("/"))?;
         sys.mount(
             None,
             Path::new("/"),

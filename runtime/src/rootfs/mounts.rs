@@ -80,7 +80,7 @@ pub fn mount_entry(
             Err(e) if fstype == "sysfs" && e.errno == Some(libc::EPERM) => {
                 let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
                 sys.mount(Some(Path::new("/sys")), &dest, None, flags, None)?;
-                remount(sys, &dest, opts.flags | MsFlags::MS_RDONLY)?;
+                remount(sys, &dest, opts.flags | MsFlags::MS_RDONLY, MsFlags::empty())?;
             }
             Err(e) => return Err(e.context(&field)),
         }
@@ -95,7 +95,7 @@ pub fn mount_entry(
 /// (inside the new root). A plain remount (not a bind one): it changes
 /// the filesystem's flags, as it was mounted with them.
 pub fn make_read_only(sys: &dyn Syscalls, mount: &ReadOnlyLater, at: &Path) -> Result<()> {
-    let kept = sys.kept_mount_flags(at)?;
+    let kept = sys.lockable_mount_flags(at)?;
     sys.mount(
         None,
         at,
@@ -138,20 +138,52 @@ fn refuse_a_symlinked_destination(
     Ok(())
 }
 
-/// Re-applies flags to a bind mount (a bind cannot take them at first).
-fn remount(sys: &dyn Syscalls, dest: &Path, flags: MsFlags) -> Result<()> {
-    let extra = flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-    if extra.is_empty() {
+/// The access-time flags, which the kernel locks as one.
+const ACCESS_TIME_FLAGS: MsFlags = MsFlags::MS_NOATIME
+    .union(MsFlags::MS_RELATIME)
+    .union(MsFlags::MS_STRICTATIME)
+    .union(MsFlags::MS_NODIRATIME);
+
+/// Applies the flags a bind mount asked for (a bind cannot take them at
+/// first). Only those asked for: what the source had and the options did
+/// not name is off (`bind,nosuid` of a nodev source is not nodev); with no
+/// flag named, set or `cleared`, the bind keeps the source's flags. The
+/// access-time mode stays the source's unless one is named (the kernel
+/// keeps it on a remount that names none).
+///
+/// From a user namespace the kernel refuses to drop what it locked on the
+/// source (ro, nosuid, nodev, noexec, the access-time mode): then the
+/// remount repeats those, unless an option asked to clear one or for
+/// another access-time mode, which fails rather than make a mount other
+/// than the one asked for.
+fn remount(sys: &dyn Syscalls, dest: &Path, flags: MsFlags, cleared: MsFlags) -> Result<()> {
+    let asked = flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    if asked.is_empty() && cleared.is_empty() {
         return Ok(());
     }
-    let kept = sys.kept_mount_flags(dest)?;
-    sys.mount(
-        None,
-        dest,
-        None,
-        extra | kept | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-        None,
-    )
+    let flags = asked | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    let refused = match sys.mount(None, dest, None, flags, None) {
+        Ok(()) => return Ok(()),
+        Err(refused) => refused,
+    };
+    let locked = sys.lockable_mount_flags(dest)?;
+    let stuck = locked & cleared;
+    if !stuck.is_empty() {
+        return Err(refused.context(format!("cannot clear {}, locked on the source", options::names(stuck))));
+    }
+    let access_time = asked & ACCESS_TIME_FLAGS;
+    if !access_time.is_empty() && access_time != locked & ACCESS_TIME_FLAGS {
+        return Err(refused.context(format!(
+            "cannot change the access-time flags locked on the source ({})",
+            options::names(locked & ACCESS_TIME_FLAGS)
+        )));
+    }
+    sys.mount(None, dest, None, flags | locked, None).map_err(|e| {
+        e.context(format!(
+            "remounting with the source's locked {} repeated",
+            options::names(locked)
+        ))
+    })
 }
 
 fn bind(
@@ -172,7 +204,15 @@ fn bind(
         config.bundle.join(source)
     };
     // The kind of what the source leads to: mount(2) follows its links.
-    let kind = sys.kind_of_target(&source)?.ok_or_else(|| {
+    // A source closed to the user namespace's root is the host's to bind.
+    let (kind, host_binds) = match sys.kind_of_target(&source) {
+        Err(e) if e.errno == Some(libc::EACCES) && config.user_ns && config.host_binds.is_some() => {
+            let host_binds = config.host_binds.expect("checked");
+            (host_binds.kind_of_source(&source)?, Some(host_binds))
+        }
+        kind => (kind?, None),
+    };
+    let kind = kind.ok_or_else(|| {
         Error::invalid(
             format!("{field}.source"),
             format!("{} does not exist", source.display()),
@@ -187,8 +227,11 @@ fn bind(
         sys.create_file(dest)?;
     }
     let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-    sys.mount(Some(&source), dest, None, bind_flags, None)?;
-    remount(sys, dest, opts.flags)?;
+    match host_binds {
+        Some(host_binds) => host_binds.bind(&source, dest, bind_flags)?,
+        None => sys.mount(Some(&source), dest, None, bind_flags, None)?,
+    }
+    remount(sys, dest, opts.flags, opts.cleared).map_err(|e| e.context(format!("{field}.options")))?;
     if opts.recursive_set != 0 || opts.recursive_clear != 0 {
         sys.set_recursive_attributes(dest, opts.recursive_set, opts.recursive_clear)
             .map_err(|e| e.context(field))?;
@@ -227,7 +270,7 @@ fn cgroup_tree(sys: &dyn Syscalls, config: &RootfsConfig<'_>, dest: &Path, opts:
     }
     if read_only {
         for path in &mounted {
-            remount(sys, path, flags | MsFlags::MS_RDONLY)?;
+            remount(sys, path, flags | MsFlags::MS_RDONLY, MsFlags::empty())?;
         }
         if !one_unified {
             sys.mount(None, dest, None, flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
@@ -260,6 +303,6 @@ fn mount_hierarchy(
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
-        remount(sys, target, flags)
+        remount(sys, target, flags, MsFlags::empty())
     }
 }

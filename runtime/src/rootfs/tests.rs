@@ -42,6 +42,7 @@ fn run(spec: &oci_spec::runtime::Spec, fs: &Recorder, cgroup_ns: bool, no_pivot:
         cgroup_ns,
         user_ns: false,
         no_pivot,
+        host_binds: None,
     };
     let unsealed = setup(fs, &config, &mut || Ok(()))?;
     seal(fs, unsealed)

@@ -233,7 +233,7 @@ impl Syscalls for Recorder {
         Ok(())
     }
 
-    fn kept_mount_flags(&self, _path: &Path) -> Result<MsFlags> {
+    fn lockable_mount_flags(&self, _path: &Path) -> Result<MsFlags> {
         Ok(MsFlags::empty())
     }
 }

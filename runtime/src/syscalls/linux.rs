@@ -200,11 +200,12 @@ impl Syscalls for Linux {
         Ok(())
     }
 
-    fn kept_mount_flags(&self, path: &Path) -> Result<MsFlags> {
+    fn lockable_mount_flags(&self, path: &Path) -> Result<MsFlags> {
         use nix::sys::statvfs::FsFlags;
         let stat = nix::sys::statvfs::statvfs(path).map_err(|e| Error::nix("reading mount flags", path, e))?;
         let flags = stat.flags();
         let pairs = [
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
             (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
             (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
             (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),

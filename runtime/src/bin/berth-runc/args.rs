@@ -20,7 +20,7 @@ pub struct Cli {
     /// Cgroup paths are systemd `slice:prefix:name` (mapped onto cgroupfs).
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility.
+    /// Log each step of the operation, the container's init included.
     #[arg(long, global = true)]
     pub debug: bool,
     /// Accepted for runc compatibility (checkpointing is not offered).

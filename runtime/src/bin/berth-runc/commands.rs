@@ -37,6 +37,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         root: cli.root.clone(),
         systemd_cgroup: cli.systemd_cgroup,
         warn: crate::log::warning,
+        debug: cli.debug.then_some(crate::log::debug as fn(&str)),
     };
     if cli.version {
         out(&format!(

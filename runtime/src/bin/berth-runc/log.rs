@@ -1,6 +1,7 @@
 //! Reporting errors where runc does: standard error, and the `--log` file
 //! (go-runc reads the last `"level":"error"` line of a JSON log as the
-//! error).
+//! error). With `--debug`, each step of an operation too: to the `--log`
+//! file when there is one, to standard error otherwise.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -23,16 +24,34 @@ fn write(level: &str, message: &str) {
 fn write_as(level: &str, message: &str, prefixed: bool) {
     let prefix = if prefixed { "berth-runc: " } else { "" };
     let _ = writeln!(std::io::stderr(), "{prefix}{message}");
-    let Some((Some(path), format)) = DESTINATION.get() else {
-        return;
-    };
+    if let Some((Some(path), format)) = DESTINATION.get() {
+        append(path, &formatted(*format, level, message));
+    }
+}
+
+/// One log line as runc writes it, in either format.
+fn formatted(format: LogFormat, level: &str, message: &str) -> String {
     let time = berth_runtime::state::now_rfc3339();
-    let line = match format {
+    match format {
         LogFormat::Json => serde_json::json!({"level": level, "msg": message, "time": time}).to_string(),
         LogFormat::Text => format!("time=\"{time}\" level={level} msg={message:?}"),
-    };
+    }
+}
+
+fn append(path: &std::path::Path, line: &str) {
     if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(file, "{line}");
+    }
+}
+
+/// Reports one step of an operation (`--debug`).
+pub fn debug(message: &str) {
+    match DESTINATION.get() {
+        Some((Some(path), format)) => append(path, &formatted(*format, "debug", message)),
+        Some((None, format)) => {
+            let _ = writeln!(std::io::stderr(), "{}", formatted(*format, "debug", message));
+        }
+        None => {}
     }
 }
 
