@@ -12,8 +12,13 @@ set -euo pipefail
 PACKAGES=(
     containerd runc crun busybox-static docker-registry skopeo
     golang-github-containerd-containerd-dev xfsprogs attr libseccomp-dev
-    build-essential pkg-config git ca-certificates curl
+    build-essential pkg-config git ca-certificates curl python3-venv
 )
+# Node for the @grpc/grpc-js test client: Debian's, unless a node and npm
+# are already there (a packaged nodejs from elsewhere bundles npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES+=(nodejs npm)
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps.sh: run as root (berth manages namespaces, mounts and cgroups)" >&2
@@ -42,4 +47,24 @@ need_rust() {
 if need_rust; then
     echo "installing the Rust toolchain with rustup"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+fi
+
+# The other-language gRPC clients the tests drive (tests/clients): Python's
+# grpcio in a venv and Node's @grpc/grpc-js in a local node_modules, from
+# PyPI and npm at the pinned versions. Redone only when a pin changes.
+clients="$(cd "$(dirname "$0")/.." && pwd)/tests/clients"
+python_pins="$clients/python/requirements.txt"
+venv="$clients/python/.venv"
+if ! cmp -s "$python_pins" "$venv/installed-requirements.txt" 2>/dev/null; then
+    echo "installing the Python gRPC client (grpcio) into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$python_pins"
+    cp "$python_pins" "$venv/installed-requirements.txt"
+fi
+node_lock="$clients/node/package-lock.json"
+if ! cmp -s "$node_lock" "$clients/node/node_modules/.installed-lock.json" 2>/dev/null; then
+    echo "installing the Node gRPC client (@grpc/grpc-js) into $clients/node/node_modules"
+    (cd "$clients/node" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$node_lock" "$clients/node/node_modules/.installed-lock.json"
 fi

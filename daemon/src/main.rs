@@ -1,6 +1,7 @@
 //! berthd: the berth daemon. Serves the containerd v1 gRPC API on a Unix
 //! socket so `ctr` and any containerd client can use it unchanged.
 
+mod any_authority;
 mod config;
 mod instance_lock;
 mod logging;

@@ -18,9 +18,11 @@ use berth_core::shutdown::{self, ShutdownSignal};
 use berth_core::{Error, Result};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::{Routes, RoutesBuilder};
 
+use crate::any_authority::AnyAuthority;
 use crate::config::Config;
 use crate::instance_lock::{claim_socket_path, lock_root};
 use crate::plugins;
@@ -195,7 +197,10 @@ async fn serve_grpc(routes: Routes, listener: UnixListener, shutdown: ShutdownSi
     tonic::transport::Server::builder()
         .layer(RequestSpanLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move { shutdown.fired().await })
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|accepted| accepted.map(AnyAuthority::new)),
+            async move { shutdown.fired().await },
+        )
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))
 }
