@@ -12,7 +12,7 @@ set -euo pipefail
 PACKAGES=(
     containerd runc crun busybox-static docker-registry skopeo
     golang-github-containerd-containerd-dev xfsprogs attr libseccomp-dev
-    build-essential pkg-config git ca-certificates curl python3-venv
+    build-essential pkg-config git ca-certificates curl python3-venv openssl
 )
 # Node for the @grpc/grpc-js test client: Debian's, unless a node and npm
 # are already there (a packaged nodejs from elsewhere bundles npm).

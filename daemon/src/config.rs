@@ -58,6 +58,28 @@ pub struct GrpcConfig {
     pub max_recv_message_size: usize,
     /// Largest response sent, in bytes.
     pub max_send_message_size: usize,
+    /// `host:port` to serve the same API on over TCP; empty for none.
+    pub tcp_address: String,
+    /// CA whose certificates clients must present (mutual TLS); empty
+    /// for server-only TLS.
+    pub tcp_tls_ca: PathBuf,
+    /// The server's certificate chain (PEM).
+    pub tcp_tls_cert: PathBuf,
+    /// The server's private key (PEM).
+    pub tcp_tls_key: PathBuf,
+    /// Serve plain TCP without TLS (anyone who reaches the port owns the
+    /// host): only when said explicitly.
+    pub tcp_insecure: bool,
+    /// Open connections at most, Unix socket and TCP together; past it a
+    /// new connection is closed at once.
+    pub max_connections: usize,
+    /// Calls in flight on one connection at most (HTTP/2's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: clients queue the others).
+    pub max_concurrent_streams: u32,
+    /// Seconds of silence after which a connection is pinged.
+    pub keepalive_interval: u64,
+    /// Seconds an unanswered ping waits before the connection is closed.
+    pub keepalive_timeout: u64,
 }
 
 /// `[ttrpc]`.
@@ -100,7 +122,86 @@ impl Default for GrpcConfig {
             gid: 0,
             max_recv_message_size: 16 << 20,
             max_send_message_size: 16 << 20,
+            tcp_address: String::new(),
+            tcp_tls_ca: PathBuf::new(),
+            tcp_tls_cert: PathBuf::new(),
+            tcp_tls_key: PathBuf::new(),
+            tcp_insecure: false,
+            max_connections: 1024,
+            max_concurrent_streams: 1000,
+            keepalive_interval: 7200,
+            keepalive_timeout: 20,
         }
+    }
+}
+
+impl GrpcConfig {
+    /// The TCP listener's settings hang together: an address that parses,
+    /// a certificate with its key, a CA only with them, and TLS unless
+    /// `tcp_insecure` says otherwise.
+    fn validate_limits(&self) -> Result<()> {
+        for (name, value) in [
+            ("grpc.max_connections", self.max_connections as u64),
+            ("grpc.max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+            ("grpc.keepalive_interval", self.keepalive_interval),
+            ("grpc.keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid_argument(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tcp(&self) -> Result<()> {
+        let set = |path: &PathBuf| !path.as_os_str().is_empty();
+        let (ca, cert, key) = (set(&self.tcp_tls_ca), set(&self.tcp_tls_cert), set(&self.tcp_tls_key));
+        if self.tcp_address.is_empty() {
+            if ca || cert || key || self.tcp_insecure {
+                return Err(Error::invalid_argument(
+                    "grpc.tcp_tls_* and grpc.tcp_insecure need grpc.tcp_address",
+                ));
+            }
+            return Ok(());
+        }
+        if self.tcp_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::invalid_argument(format!(
+                "grpc.tcp_address {:?} is not an IP address and port (127.0.0.1:1337, [::1]:1337)",
+                self.tcp_address
+            )));
+        }
+        if cert != key {
+            return Err(Error::invalid_argument(
+                "grpc.tcp_tls_cert and grpc.tcp_tls_key go together",
+            ));
+        }
+        if ca && !cert {
+            return Err(Error::invalid_argument(
+                "grpc.tcp_tls_ca needs grpc.tcp_tls_cert and grpc.tcp_tls_key",
+            ));
+        }
+        if cert && self.tcp_insecure {
+            return Err(Error::invalid_argument(
+                "grpc.tcp_insecure = true contradicts grpc.tcp_tls_cert",
+            ));
+        }
+        if !cert && !self.tcp_insecure {
+            return Err(Error::invalid_argument(format!(
+                "grpc.tcp_address {:?} needs grpc.tcp_tls_cert and grpc.tcp_tls_key; \
+                 plain TCP only with grpc.tcp_insecure = true",
+                self.tcp_address
+            )));
+        }
+        Ok(())
+    }
+
+    /// The TLS files, when TCP is served with TLS.
+    pub fn tls_files(&self) -> Option<crate::tcp_tls::TlsFiles> {
+        (!self.tcp_tls_cert.as_os_str().is_empty()).then(|| crate::tcp_tls::TlsFiles {
+            ca: (!self.tcp_tls_ca.as_os_str().is_empty()).then(|| self.tcp_tls_ca.clone()),
+            cert: self.tcp_tls_cert.clone(),
+            key: self.tcp_tls_key.clone(),
+        })
     }
 }
 
@@ -169,6 +270,8 @@ impl Config {
             return Err(Error::invalid_argument("root and state must be different directories"));
         }
         crate::logging::parse_level(&self.debug.level)?;
+        self.grpc.validate_tcp()?;
+        self.grpc.validate_limits()?;
         for (key, section) in &self.plugins {
             if !section.is_table() {
                 return Err(Error::invalid_argument(format!("plugins.{key:?} must be a table")));
@@ -218,6 +321,23 @@ mod tests {
         assert_eq!(config.state, PathBuf::from(DEFAULT_STATE));
         assert_eq!(config.grpc.max_recv_message_size, 16 << 20);
         assert_eq!(config.ttrpc_address(), PathBuf::from("/tmp/s.sock.ttrpc"));
+    }
+
+    #[test]
+    fn tcp_needs_tls_unless_told_insecure() {
+        let tcp = |rest: &str| Config::parse(&format!("[grpc]\ntcp_address = \"127.0.0.1:7000\"\n{rest}"));
+        let err = tcp("").unwrap_err();
+        assert!(err.to_string().contains("tcp_insecure"), "{err}");
+        assert!(tcp("tcp_insecure = true").is_ok());
+        assert!(tcp("tcp_tls_cert = \"/c.pem\"\ntcp_tls_key = \"/k.pem\"").is_ok());
+        let err = tcp("tcp_tls_cert = \"/c.pem\"").unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+        let err = tcp("tcp_tls_ca = \"/ca.pem\"\ntcp_insecure = true").unwrap_err();
+        assert!(err.to_string().contains("tcp_tls_ca"), "{err}");
+        let err = Config::parse("[grpc]\ntcp_address = \"localhost\"\ntcp_insecure = true").unwrap_err();
+        assert!(err.to_string().contains("\"localhost\""), "{err}");
+        let err = Config::parse("[grpc]\ntcp_insecure = true").unwrap_err();
+        assert!(err.to_string().contains("need grpc.tcp_address"), "{err}");
     }
 
     #[test]

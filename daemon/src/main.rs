@@ -3,11 +3,14 @@
 
 mod any_authority;
 mod config;
+mod connection_limit;
 mod instance_lock;
 mod logging;
 mod plugins;
 mod request_span;
 mod server;
+mod tcp_tls;
+mod write_through;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +78,23 @@ fn effective_config(cli: &Cli, config_given: bool) -> berth_core::Result<Config>
     Config::parse(&toml::to_string(&config).map_err(|e| berth_core::Error::internal(e.to_string()))?)
 }
 
+/// Lifts the soft limit on open files to the hard one (which needs no
+/// privilege): every container, shim connection, API client and open
+/// layer costs descriptors, and the default soft limit (1024) is soon
+/// reached on a busy host.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open file limit"),
+    }
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
@@ -126,6 +146,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(level);
+    raise_open_file_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,8 +162,8 @@ fn main() -> ExitCode {
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The log goes to stderr: one line says why.
             tracing::error!("{e}");
-            eprintln!("berthd: {e}");
             ExitCode::FAILURE
         }
     }

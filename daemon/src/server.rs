@@ -21,12 +21,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::{Routes, RoutesBuilder};
+use tonic::transport::server::Connected;
 
 use crate::any_authority::AnyAuthority;
 use crate::config::Config;
+use crate::connection_limit::ConnectionLimit;
 use crate::instance_lock::{claim_socket_path, lock_root};
 use crate::plugins;
 use crate::request_span::RequestSpanLayer;
+use crate::tcp_tls::ReloadableTls;
 
 /// Mode of the API sockets: owner and group may connect.
 const SOCKET_MODE: u32 = 0o660;
@@ -46,6 +49,9 @@ pub async fn run(config: Config) -> Result<()> {
     let ttrpc_address = config.ttrpc_address();
     claim_socket_path(&grpc_address)?;
     claim_socket_path(&ttrpc_address)?;
+    // TCP before anything is made, so a bad certificate or a taken port
+    // stops the start with nothing to undo.
+    let tcp = prepare_tcp(&config).await?;
 
     let (trigger, shutdown) = shutdown::channel();
     let context = DaemonContext {
@@ -73,7 +79,30 @@ pub async fn run(config: Config) -> Result<()> {
     };
 
     let grace = Duration::from_secs(config.shutdown_timeout);
-    let grpc = tokio::spawn(serve_grpc(routes(&plugins), grpc_listener, shutdown.clone()));
+    let limit = ConnectionLimit::new(config.grpc.max_connections);
+    let unix_limit = limit.clone();
+    let unix_incoming = UnixListenerStream::new(grpc_listener).filter_map(move |accepted| match accepted {
+        Ok(stream) => unix_limit.admit(stream).map(|counted| Ok(AnyAuthority::new(counted))),
+        Err(e) => Some(Err(e)),
+    });
+    let grpc = tokio::spawn(serve_grpc(
+        server_builder(&config),
+        routes(&plugins),
+        unix_incoming,
+        shutdown.clone(),
+    ));
+    let tcp_server = tcp.map(|(listener, tls)| {
+        if let Some(tls) = &tls {
+            tokio::spawn(reload_on_sighup(Arc::clone(tls), shutdown.clone()));
+        }
+        let incoming = crate::tcp_tls::incoming(listener, tls, limit, shutdown.clone());
+        tokio::spawn(serve_grpc(
+            server_builder(&config),
+            routes(&plugins),
+            incoming,
+            shutdown.clone(),
+        ))
+    });
     let ttrpc = tokio::spawn(serve_ttrpc(&plugins, ttrpc_listener, shutdown.clone(), grace)?);
     tracing::info!(
         address = %grpc_address.display(),
@@ -87,6 +116,11 @@ pub async fn run(config: Config) -> Result<()> {
     trigger.fire();
     tracing::info!("shutting down");
     let servers = async {
+        if let Some(tcp_server) = tcp_server
+            && let Ok(Err(e)) = tcp_server.await
+        {
+            tracing::warn!(error = %e, "gRPC server on TCP ended with an error");
+        }
         let grpc_result = grpc.await;
         let ttrpc_result = ttrpc.await;
         (grpc_result, ttrpc_result)
@@ -192,17 +226,76 @@ fn routes(plugins: &PluginSet) -> Routes {
     routes.routes()
 }
 
-/// Serves gRPC until shutdown, then lets calls in flight finish.
-async fn serve_grpc(routes: Routes, listener: UnixListener, shutdown: ShutdownSignal) -> Result<()> {
-    tonic::transport::Server::builder()
+/// Serves gRPC on `incoming` connections until shutdown, then lets calls
+/// in flight finish.
+async fn serve_grpc<I, IO, IE>(
+    builder: tonic::transport::Server,
+    routes: Routes,
+    incoming: I,
+    shutdown: ShutdownSignal,
+) -> Result<()>
+where
+    I: tokio_stream::Stream<Item = std::result::Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    builder
         .layer(RequestSpanLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).map(|accepted| accepted.map(AnyAuthority::new)),
-            async move { shutdown.fired().await },
-        )
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.fired().await })
         .await
         .map_err(|e| Error::internal(format!("gRPC server: {e}")))
+}
+
+/// The HTTP/2 server with `[grpc]`'s per-connection limits.
+fn server_builder(config: &Config) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(config.grpc.max_concurrent_streams))
+        .http2_keepalive_interval(Some(Duration::from_secs(config.grpc.keepalive_interval)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(config.grpc.keepalive_timeout)))
+}
+
+/// The TCP listener and its TLS, when `[grpc] tcp_address` is set.
+async fn prepare_tcp(config: &Config) -> Result<Option<(tokio::net::TcpListener, Option<Arc<ReloadableTls>>)>> {
+    if config.grpc.tcp_address.is_empty() {
+        return Ok(None);
+    }
+    let tls = match config.grpc.tls_files() {
+        Some(files) => Some(Arc::new(ReloadableTls::load(files)?)),
+        None => None,
+    };
+    let listener = crate::tcp_tls::bind(&config.grpc.tcp_address).await?;
+    let address = &config.grpc.tcp_address;
+    match &tls {
+        Some(tls) if tls.mutual() => tracing::info!(%address, "serving TCP with mutual TLS"),
+        Some(_) => tracing::warn!(
+            %address,
+            "serving TCP with TLS but no client CA (grpc.tcp_tls_ca): any client that reaches the port may use the API"
+        ),
+        None => tracing::warn!(
+            %address,
+            "serving plain TCP (grpc.tcp_insecure = true): anyone who reaches the port controls this host"
+        ),
+    }
+    Ok(Some((listener, tls)))
+}
+
+/// Loads the TCP listener's certificates again on each SIGHUP.
+async fn reload_on_sighup(tls: Arc<ReloadableTls>, shutdown: ShutdownSignal) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: certificates will not reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay"),
+            },
+            () = shutdown.fired() => return,
+        }
+    }
 }
 
 /// Builds the ttrpc server shims forward events to.

@@ -11,6 +11,8 @@
 
 pub mod binaries;
 pub mod bundle;
+pub mod certificates;
+pub mod clients;
 pub mod console;
 pub mod containerd;
 pub mod ctr;

@@ -4,37 +4,11 @@
 //! Node `@grpc/grpc-js` client. Both are installed by the project's
 //! install step (scripts/install-deps.sh) under tests/clients.
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use berth_tests::clients::{self, python_report as python};
 use berth_tests::daemon::Daemon;
 use serde_json::Value;
-
-fn clients() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-/// Runs the Python client's checks; its report.
-fn python(args: &[&str]) -> Value {
-    let python = clients().join("python/.venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/install-deps.sh",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg(clients().join("python/api_check.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python api_check.py {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the client's JSON report")
-}
 
 fn names(value: &Value) -> Vec<&str> {
     value.as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect()
@@ -96,9 +70,9 @@ fn python_grpcio_runs_the_api_with_every_authority_clients_send() {
 #[test]
 fn node_grpc_js_runs_version_and_namespaces() {
     let daemon = Daemon::start();
-    let script = clients().join("node/api_check.js");
+    let script = clients::dir().join("node/api_check.js");
     assert!(
-        clients().join("node/node_modules/@grpc/grpc-js").is_dir(),
+        clients::dir().join("node/node_modules/@grpc/grpc-js").is_dir(),
         "node_modules is missing: run scripts/install-deps.sh"
     );
     let out = Command::new(berth_tests::binaries::host("node"))

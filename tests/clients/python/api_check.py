@@ -7,7 +7,7 @@ and prints one JSON object with what each call returned. Any failed call
 ends the script with a non-zero exit and the gRPC status on stderr.
 
     api_check.py --target unix:///run/berth/berth.sock [--authority X]
-                 [--ca ca.pem --cert client.pem --key client.key]
+                 [--ca ca.pem [--cert client.pem --key client.key]]
                  [--only version,namespaces]
 """
 
@@ -26,6 +26,8 @@ from grpc_tools import protoc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.join(HERE, "..", "..", "..", "proto")
+# Seconds each unary call may take (a refused connection fails at its end).
+TIMEOUT = 10
 PROTOS = [
     "containerd/services/version/v1/version.proto",
     "containerd/services/namespaces/v1/namespace.proto",
@@ -55,8 +57,13 @@ def channel(args):
     if args.authority is not None:
         options.append(("grpc.default_authority", args.authority))
     if args.ca:
-        with open(args.ca, "rb") as ca, open(args.cert, "rb") as cert, open(args.key, "rb") as key:
-            credentials = grpc.ssl_channel_credentials(ca.read(), key.read(), cert.read())
+        with open(args.ca, "rb") as ca:
+            root = ca.read()
+        key = cert = None
+        if args.cert:
+            with open(args.cert, "rb") as cert_file, open(args.key, "rb") as key_file:
+                cert, key = cert_file.read(), key_file.read()
+        credentials = grpc.ssl_channel_credentials(root, key, cert)
         if args.server_name:
             options.append(("grpc.ssl_target_name_override", args.server_name))
         return grpc.secure_channel(args.target, credentials, options=options)
@@ -70,7 +77,7 @@ def namespaced(namespace):
 def check_version(ch, report):
     version = module("containerd.services.version.v1.version_pb2_grpc")
     empty = module("google.protobuf.empty_pb2")
-    reply = version.VersionStub(ch).Version(empty.Empty(), timeout=10)
+    reply = version.VersionStub(ch).Version(empty.Empty(), timeout=TIMEOUT)
     report["version"] = {"version": reply.version, "revision": reply.revision}
 
 
@@ -78,10 +85,10 @@ def check_namespaces(ch, report):
     pb = module("containerd.services.namespaces.v1.namespace_pb2")
     stub = module("containerd.services.namespaces.v1.namespace_pb2_grpc").NamespacesStub(ch)
     name = f"py-{os.getpid()}"
-    stub.Create(pb.CreateNamespaceRequest(namespace=pb.Namespace(name=name, labels={"from": "python"})), timeout=10)
-    listed = [n.name for n in stub.List(pb.ListNamespacesRequest(), timeout=10).namespaces]
-    stub.Delete(pb.DeleteNamespaceRequest(name=name), timeout=10)
-    after = [n.name for n in stub.List(pb.ListNamespacesRequest(), timeout=10).namespaces]
+    stub.Create(pb.CreateNamespaceRequest(namespace=pb.Namespace(name=name, labels={"from": "python"})), timeout=TIMEOUT)
+    listed = [n.name for n in stub.List(pb.ListNamespacesRequest(), timeout=TIMEOUT).namespaces]
+    stub.Delete(pb.DeleteNamespaceRequest(name=name), timeout=TIMEOUT)
+    after = [n.name for n in stub.List(pb.ListNamespacesRequest(), timeout=TIMEOUT).namespaces]
     report["namespaces"] = {"created": name, "listed": listed, "after_delete": after}
 
 
@@ -107,7 +114,7 @@ def check_events(ch, report):
     # Created until the subscription sees one (it may start after the first).
     envelope = None
     for attempt in range(50):
-        namespaces.Create(ns_pb.CreateNamespaceRequest(namespace=ns_pb.Namespace(name=f"{name}-{attempt}")), timeout=10)
+        namespaces.Create(ns_pb.CreateNamespaceRequest(namespace=ns_pb.Namespace(name=f"{name}-{attempt}")), timeout=TIMEOUT)
         try:
             envelope = seen.get(timeout=0.2)
             break
@@ -123,7 +130,7 @@ def check_events(ch, report):
     created.ParseFromString(envelope.event.value)
     for attempt in range(50):
         try:
-            namespaces.Delete(ns_pb.DeleteNamespaceRequest(name=f"{name}-{attempt}"), timeout=10)
+            namespaces.Delete(ns_pb.DeleteNamespaceRequest(name=f"{name}-{attempt}"), timeout=TIMEOUT)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise
@@ -140,10 +147,10 @@ def check_images_and_content(ch, report, namespace):
     images = module("containerd.services.images.v1.images_pb2_grpc").ImagesStub(ch)
     content_pb = module("containerd.services.content.v1.content_pb2")
     content = module("containerd.services.content.v1.content_pb2_grpc").ContentStub(ch)
-    listed = images.List(images_pb.ListImagesRequest(), metadata=namespaced(namespace), timeout=10).images
+    listed = images.List(images_pb.ListImagesRequest(), metadata=namespaced(namespace), timeout=TIMEOUT).images
     report["images"] = [{"name": i.name, "target": i.target.digest} for i in listed]
     blobs = []
-    for reply in content.List(content_pb.ListContentRequest(), metadata=namespaced(namespace), timeout=10):
+    for reply in content.List(content_pb.ListContentRequest(), metadata=namespaced(namespace), timeout=TIMEOUT):
         blobs.extend(reply.info)
     read = []
     for info in blobs:
@@ -169,7 +176,10 @@ def main():
     parser.add_argument("--key")
     parser.add_argument("--server-name")
     parser.add_argument("--only", default="version,namespaces,events,images")
+    parser.add_argument("--timeout", type=float, default=10)
     args = parser.parse_args()
+    global TIMEOUT
+    TIMEOUT = args.timeout
     with tempfile.TemporaryDirectory(prefix="berth-py-stubs") as out:
         generate_stubs(out)
         report = {}
