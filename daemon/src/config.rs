@@ -36,6 +36,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// The ttrpc listener shims send events to.
     pub ttrpc: TtrpcConfig,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
     /// Logging.
     pub debug: DebugConfig,
     /// Seconds a graceful shutdown waits for calls in flight.
@@ -82,6 +84,16 @@ pub struct GrpcConfig {
     pub keepalive_timeout: u64,
 }
 
+/// `[metrics]`, as containerd's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` serving `/v1/metrics`; empty for no listener.
+    pub address: String,
+    /// Also keep per-method handling-time histograms (more series).
+    pub grpc_histogram: bool,
+}
+
 /// `[ttrpc]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -107,6 +119,7 @@ impl Default for Config {
             disabled_plugins: Vec::new(),
             grpc: GrpcConfig::default(),
             ttrpc: TtrpcConfig::default(),
+            metrics: MetricsConfig::default(),
             debug: DebugConfig::default(),
             shutdown_timeout: 10,
             plugins: toml::Table::new(),
@@ -272,6 +285,12 @@ impl Config {
         crate::logging::parse_level(&self.debug.level)?;
         self.grpc.validate_tcp()?;
         self.grpc.validate_limits()?;
+        if !self.metrics.address.is_empty() && self.metrics.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::invalid_argument(format!(
+                "metrics.address {:?} is not an IP address and port (127.0.0.1:1338)",
+                self.metrics.address
+            )));
+        }
         for (key, section) in &self.plugins {
             if !section.is_table() {
                 return Err(Error::invalid_argument(format!("plugins.{key:?} must be a table")));

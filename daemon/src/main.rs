@@ -4,11 +4,15 @@
 mod any_authority;
 mod config;
 mod connection_limit;
+mod grpc_metrics;
 mod instance_lock;
 mod logging;
+mod metrics_server;
 mod plugins;
+mod process_metrics;
 mod request_span;
 mod server;
+mod task_metrics;
 mod tcp_tls;
 mod write_through;
 

@@ -26,6 +26,7 @@ use tonic::transport::server::Connected;
 use crate::any_authority::AnyAuthority;
 use crate::config::Config;
 use crate::connection_limit::ConnectionLimit;
+use crate::grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 use crate::instance_lock::{claim_socket_path, lock_root};
 use crate::plugins;
 use crate::request_span::RequestSpanLayer;
@@ -52,6 +53,13 @@ pub async fn run(config: Config) -> Result<()> {
     // TCP before anything is made, so a bad certificate or a taken port
     // stops the start with nothing to undo.
     let tcp = prepare_tcp(&config).await?;
+    let metrics_listener = match config.metrics.address.as_str() {
+        "" => None,
+        address => Some(crate::tcp_tls::bind("metrics.address", address).await?),
+    };
+    let grpc_metrics = metrics_listener
+        .as_ref()
+        .map(|_| Arc::new(GrpcMetrics::new(config.metrics.grpc_histogram)));
 
     let (trigger, shutdown) = shutdown::channel();
     let context = DaemonContext {
@@ -85,8 +93,10 @@ pub async fn run(config: Config) -> Result<()> {
         Ok(stream) => unix_limit.admit(stream).map(|counted| Ok(AnyAuthority::new(counted))),
         Err(e) => Some(Err(e)),
     });
+    let counting = GrpcMetricsLayer::new(grpc_metrics.clone());
     let grpc = tokio::spawn(serve_grpc(
         server_builder(&config),
+        counting.clone(),
         routes(&plugins),
         unix_incoming,
         shutdown.clone(),
@@ -98,11 +108,20 @@ pub async fn run(config: Config) -> Result<()> {
         let incoming = crate::tcp_tls::incoming(listener, tls, limit, shutdown.clone());
         tokio::spawn(serve_grpc(
             server_builder(&config),
+            counting,
             routes(&plugins),
             incoming,
             shutdown.clone(),
         ))
     });
+    if let (Some(listener), Some(grpc)) = (metrics_listener, grpc_metrics) {
+        let sources = crate::metrics_server::Sources {
+            grpc,
+            runtime: plugins.get(types::RUNTIME_V2).ok(),
+        };
+        tracing::info!(address = %config.metrics.address, path = crate::metrics_server::PATH, "serving metrics");
+        tokio::spawn(crate::metrics_server::serve(listener, sources, shutdown.clone()));
+    }
     let ttrpc = tokio::spawn(serve_ttrpc(&plugins, ttrpc_listener, shutdown.clone(), grace)?);
     tracing::info!(
         address = %grpc_address.display(),
@@ -230,6 +249,7 @@ fn routes(plugins: &PluginSet) -> Routes {
 /// in flight finish.
 async fn serve_grpc<I, IO, IE>(
     builder: tonic::transport::Server,
+    counting: GrpcMetricsLayer,
     routes: Routes,
     incoming: I,
     shutdown: ShutdownSignal,
@@ -241,7 +261,7 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     builder
-        .layer(RequestSpanLayer)
+        .layer(tower::ServiceBuilder::new().layer(RequestSpanLayer).layer(counting))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move { shutdown.fired().await })
         .await
@@ -265,7 +285,7 @@ async fn prepare_tcp(config: &Config) -> Result<Option<(tokio::net::TcpListener,
         Some(files) => Some(Arc::new(ReloadableTls::load(files)?)),
         None => None,
     };
-    let listener = crate::tcp_tls::bind(&config.grpc.tcp_address).await?;
+    let listener = crate::tcp_tls::bind("grpc.tcp_address", &config.grpc.tcp_address).await?;
     let address = &config.grpc.tcp_address;
     match &tls {
         Some(tls) if tls.mutual() => tracing::info!(%address, "serving TCP with mutual TLS"),

@@ -133,14 +133,15 @@ fn read_certificates(field: &str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certificates)
 }
 
-/// Binds the TCP listener; the error names the address.
-pub async fn bind(address: &str) -> Result<TcpListener> {
+/// Binds a TCP listener on the address of setting `field` (the API's or
+/// the metrics'); the error names both.
+pub async fn bind(field: &str, address: &str) -> Result<TcpListener> {
     let address: SocketAddr = address
         .parse()
-        .map_err(|_| Error::invalid_argument(format!("grpc.tcp_address {address:?} is not an address and port")))?;
+        .map_err(|_| Error::invalid_argument(format!("{field} {address:?} is not an address and port")))?;
     TcpListener::bind(address)
         .await
-        .map_err(|e| Error::io(format!("listening on {address} (grpc.tcp_address)"), &e))
+        .map_err(|e| Error::io(format!("listening on {address} ({field})"), &e))
 }
 
 /// Accepts connections until shutdown; each TLS handshake runs on its own

@@ -184,6 +184,13 @@ impl RuntimeManager {
         shims
     }
 
+    /// Every task of every namespace (the metrics endpoint's scrape).
+    pub fn list_all(&self) -> Vec<Shim> {
+        let mut shims: Vec<Shim> = self.lock().values().cloned().collect();
+        shims.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
+        shims
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Shim>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
