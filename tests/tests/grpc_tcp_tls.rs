@@ -4,6 +4,7 @@
 //! SIGHUP reloads the server's certificate; bad files stop the start with
 //! a line naming them.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -52,6 +53,38 @@ fn python_over_tls(address: &str, ca: &Path, client: Option<&Issued>) -> std::pr
     clients::python(&args)
 }
 
+/// The Python client holding an event stream over TLS, once it printed
+/// "ready" (it goes on at a line on its stdin).
+fn held_event_stream(address: &str, ca: &Path, client: &Issued) -> std::process::Child {
+    let python = clients::dir().join("python/.venv/bin/python");
+    let mut child = std::process::Command::new(python)
+        .arg(clients::dir().join("python/api_check.py"))
+        .args(["--target", address, "--only", "events-held", "--ca"])
+        .arg(ca)
+        .arg("--cert")
+        .arg(&client.cert)
+        .arg("--key")
+        .arg(&client.key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut byte = [0u8; 1];
+    while !ready.ends_with('\n') {
+        assert_eq!(
+            std::io::Read::read(stdout, &mut byte).unwrap(),
+            1,
+            "the client ended before ready"
+        );
+        ready.push(byte[0] as char);
+    }
+    assert_eq!(ready, "ready\n");
+    child
+}
+
 #[test]
 fn mutual_tls_lets_in_only_clients_of_the_ca_and_reloads_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,6 +118,9 @@ fn mutual_tls_lets_in_only_clients_of_the_ca_and_reloads_on_sighup() {
     assert!(!plain.status.success(), "plain text is refused");
     assert!(daemon.log().contains("TLS handshake refused"), "{}", daemon.log());
 
+    // A call in flight across the reload: an event stream opened before.
+    let mut held = held_event_stream(&address, &ca.cert(), &client);
+
     // A new server certificate in place of the old, then SIGHUP: new
     // connections see it.
     assert_eq!(
@@ -102,6 +138,16 @@ fn mutual_tls_lets_in_only_clients_of_the_ca_and_reloads_on_sighup() {
     let out = python_over_tls(&address, &ca.cert(), Some(&client));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(daemon.log().contains("TLS certificates reloaded"), "{}", daemon.log());
+
+    // The stream opened before the reload still delivers.
+    held.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = held.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["events_held"]["after"].as_str().unwrap().ends_with("-after"),
+        "{report}"
+    );
 
     // A broken file on SIGHUP keeps the certificate in use.
     std::fs::write(&server.key, "not a key").unwrap();

@@ -20,6 +20,7 @@ import queue
 import sys
 import tempfile
 import threading
+import time
 
 import grpc
 from grpc_tools import protoc
@@ -142,6 +143,63 @@ def check_events(ch, report):
     }
 
 
+def check_events_held(ch, report):
+    """An event stream that stays open across whatever the caller does
+    between "ready" (printed) and a line on stdin: one namespace created
+    before and one after must both come through the same stream."""
+    events_pb = module("containerd.services.events.v1.events_pb2")
+    events = module("containerd.services.events.v1.events_pb2_grpc").EventsStub(ch)
+    ns_pb = module("containerd.services.namespaces.v1.namespace_pb2")
+    namespaces = module("containerd.services.namespaces.v1.namespace_pb2_grpc").NamespacesStub(ch)
+    event_pb = module("containerd.events.namespace_pb2")
+    stream = events.Subscribe(events_pb.SubscribeRequest(filters=['topic=="/namespaces/create"']), timeout=120)
+    seen = queue.Queue()
+
+    def read():
+        try:
+            for envelope in stream:
+                created = event_pb.NamespaceCreate()
+                created.ParseFromString(envelope.event.value)
+                seen.put(created.name)
+        except grpc.RpcError as error:
+            seen.put(error)
+
+    threading.Thread(target=read, daemon=True).start()
+    names = []
+    # Until the stream is surely live: a create it sees.
+    for attempt in range(50):
+        name = f"py-held-{os.getpid()}-{attempt}"
+        namespaces.Create(ns_pb.CreateNamespaceRequest(namespace=ns_pb.Namespace(name=name)), timeout=TIMEOUT)
+        names.append(name)
+        try:
+            first = seen.get(timeout=0.2)
+            break
+        except queue.Empty:
+            continue
+    else:
+        sys.exit("the event stream saw nothing")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    after = f"py-held-{os.getpid()}-after"
+    namespaces.Create(ns_pb.CreateNamespaceRequest(namespace=ns_pb.Namespace(name=after)), timeout=TIMEOUT)
+    names.append(after)
+    got = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            got = seen.get(timeout=1)
+        except queue.Empty:
+            continue
+        if isinstance(got, Exception) or got == after:
+            break
+    stream.cancel()
+    for name in names:
+        namespaces.Delete(ns_pb.DeleteNamespaceRequest(name=name), timeout=TIMEOUT)
+    if isinstance(got, Exception):
+        sys.exit(f"the held stream broke: {got.code()}: {got.details()}")
+    report["events_held"] = {"before": first, "after": got}
+
+
 def check_images_and_content(ch, report, namespace):
     images_pb = module("containerd.services.images.v1.images_pb2")
     images = module("containerd.services.images.v1.images_pb2_grpc").ImagesStub(ch)
@@ -192,6 +250,8 @@ def main():
                         check_namespaces(ch, report)
                     elif part == "events":
                         check_events(ch, report)
+                    elif part == "events-held":
+                        check_events_held(ch, report)
                     elif part == "images":
                         check_images_and_content(ch, report, args.namespace)
                     else:
