@@ -16,37 +16,9 @@ REPS=${2:-5}
 cargo build --release --locked --bins -q
 
 WORK=$(mktemp -d /tmp/berth-bench-import.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# containerd as ../shared/bench/compare.sh configures it: its own root,
-# state and socket, CRI off.
-mkdir -p "$WORK/containerd"
-cat >"$WORK/containerd/config.toml" <<EOF
-version = 2
-root = "$WORK/containerd/root"
-state = "$WORK/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$WORK/containerd/sock"
-[ttrpc]
-  address = "$WORK/containerd/sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$WORK/containerd/opt"
-EOF
-containerd --config "$WORK/containerd/config.toml" >"$WORK/containerd.log" 2>&1 &
-PIDS+=($!)
-target/release/berthd --root "$WORK/berth/root" --state "$WORK/berth/state" \
-    --address "$WORK/berth/sock" >"$WORK/berthd.log" 2>&1 &
-PIDS+=($!)
-for sock in "$WORK/containerd/sock" "$WORK/berth/sock"; do
-    for _ in $(seq 300); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-done
+# shellcheck source=scripts/bench-daemons.sh
+source scripts/bench-daemons.sh
+start_daemons
 
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

@@ -18,37 +18,9 @@ PYTHON=tests/clients/python/.venv/bin/python
 cargo build --release --locked --bins -q
 
 WORK=$(mktemp -d /tmp/berth-bench-python.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# containerd as ../shared/bench/compare.sh configures it: its own root,
-# state and socket, CRI off.
-mkdir -p "$WORK/containerd"
-cat >"$WORK/containerd/config.toml" <<EOT
-version = 2
-root = "$WORK/containerd/root"
-state = "$WORK/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$WORK/containerd/sock"
-[ttrpc]
-  address = "$WORK/containerd/sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$WORK/containerd/opt"
-EOT
-containerd --config "$WORK/containerd/config.toml" >"$WORK/containerd.log" 2>&1 &
-PIDS+=($!)
-target/release/berthd --root "$WORK/berth/root" --state "$WORK/berth/state" \
-    --address "$WORK/berth/sock" --config /dev/null >"$WORK/berthd.log" 2>&1 &
-PIDS+=($!)
-for sock in "$WORK/containerd/sock" "$WORK/berth/sock"; do
-    for _ in $(seq 300); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-done
+# shellcheck source=scripts/bench-daemons.sh
+source scripts/bench-daemons.sh
+start_daemons
 
 if [[ ${BUSY:-0} == 1 ]]; then
     for _ in 1 2; do nice -n 10 sha256sum /dev/zero & PIDS+=($!); done
