@@ -86,7 +86,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AnyAuthority<S> {
                 this.reader.consumed_directly(read);
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; 8192];
+            let mut chunk = [0u8; 16_384];
             let mut chunk_buf = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk_buf))?;
             if chunk_buf.filled().is_empty() {

@@ -161,3 +161,57 @@ fn updates_never_refuse_a_device_the_container_may_use() {
         refusals.lines().count()
     );
 }
+
+#[test]
+fn the_init_never_builds_under_device_rules_in_transition() {
+    // The change from the parent's allow-all to the container's list
+    // denies every device for a moment; widened to 300 ms here. The init
+    // makes device nodes and opens its console's /dev/ptmx meanwhile
+    // unless the rules are in place before it starts building.
+    let runc = Runc::new();
+    let id = id("devices-first");
+    let bundle = Bundle::busybox(&["sh", "-c", "tty; echo x > /dev/null && echo null-ok"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["process"]["terminal"] = true.into();
+    });
+    let console = berth_tests::console::ConsoleSocket::new();
+    let socket = console.path().to_str().unwrap().to_string();
+    let receiver = std::thread::spawn(move || console.receive());
+    // stderr to a file: the container's init holds it until its console
+    // replaces it.
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let status = runc
+        .command(&[
+            "create",
+            "--console-socket",
+            &socket,
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ])
+        .env("BERTH_FAILPOINTS", "runtime.devices.default-changed=sleep(300)")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "create: {}",
+        std::fs::read_to_string(stderr.path()).unwrap_or_default()
+    );
+    let (master, name) = receiver.join().unwrap();
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    runc.ok(&["start", &id]);
+    let mut terminal = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut buf = [0u8; 256];
+    while !out.contains("null-ok") {
+        match std::io::Read::read(&mut terminal, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    let _ = runc.run(&["delete", "--force", &id]);
+    assert!(out.contains("null-ok"), "{out}");
+}

@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
+use oci_spec::runtime::LinuxResources;
 
 use super::{Globals, host_binds, manager_for};
 use crate::error::{Error, Result};
@@ -239,6 +240,13 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
     globals.step(|| format!("create {}: init started (pid {})", options.id, intermediate.id()));
     cleanup.cgroup = Some(Rc::clone(&cgroup));
     let cgroup_entry = cgroup.create()?;
+    // The device rules before the init is configured: it opens its console
+    // and makes device nodes while the other limits are set, and on cgroup
+    // v1 the change from the parent's allow-all to the container's list
+    // passes through deny-all.
+    let mut device_rules = LinuxResources::default();
+    device_rules.set_devices(Some(crate::cgroups::devices::container_rules(spec)));
+    cgroup.set(&device_rules)?;
 
     let config = InitConfig {
         id: options.id.clone(),
@@ -301,7 +309,8 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         .as_ref()
         .and_then(|l| l.resources().clone())
         .unwrap_or_default();
-    resources.set_devices(Some(crate::cgroups::devices::container_rules(spec)));
+    // The device rules are in place already.
+    resources.set_devices(None);
     cgroup.set(&resources)?;
     globals.step(|| format!("create {}: cgroup limits set for pid {pid}", options.id));
     // The init builds the container meanwhile; if it already failed, its
