@@ -55,6 +55,8 @@ fn collect_protos(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let name = entry.file_name();
         if path.is_dir() {
             if name != "src" && name != "build" && name != "target" {
+                // A directory's time changes when a file is added to it.
+                println!("cargo:rerun-if-changed={}", path.display());
                 collect_protos(root, &path, out);
             }
         } else if path.extension().is_some_and(|e| e == "proto") {

@@ -54,6 +54,33 @@ pub fn reference_files() -> (Vec<PathBuf>, Vec<PathBuf>) {
     (files, includes)
 }
 
+/// The version of the `containerd-client` crate whose vendored protos are
+/// the reference for containerd 1.7+/2.x services (Transfer, Streaming).
+pub const CONTAINERD_CLIENT: &str = "containerd-client-0.9.0";
+
+/// containerd's Transfer and Streaming protos as the `containerd-client`
+/// crate vendors them (a dev-dependency of these tests, so cargo has its
+/// source), and their include root.
+pub fn transfer_reference_files() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    let registry = cargo_home.join("registry/src");
+    let vendor = std::fs::read_dir(&registry)
+        .unwrap_or_else(|e| panic!("{}: {e}", registry.display()))
+        .filter_map(|index| index.ok())
+        .map(|index| index.path().join(CONTAINERD_CLIENT).join("vendor"))
+        .find(|vendor| vendor.is_dir())
+        .unwrap_or_else(|| panic!("{CONTAINERD_CLIENT} is not in {}", registry.display()));
+    let api = vendor.join("github.com/containerd/containerd/api");
+    let mut files = vec![
+        api.join("services/transfer/v1/transfer.proto"),
+        api.join("services/streaming/v1/streaming.proto"),
+    ];
+    files.extend(protos_in(&api.join("types/transfer")));
+    (files, vec![vendor])
+}
+
 fn protos_in(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| {
