@@ -7,12 +7,15 @@ set -euo pipefail
 # runtimes, busybox for test images, a registry and skopeo for pull/push
 # tests, containerd's protos for the wire-compatibility test, xfsprogs and
 # attr for the snapshotter tests (reflinks, xattrs), libseccomp (the
-# runtime compiles seccomp profiles with it), and a C toolchain for crates
-# that build C.
+# runtime compiles seccomp profiles with it), a C toolchain for crates
+# that build C, and protoc for the containerd-client crate, a test client
+# whose build script compiles containerd's protos with it (berth's own
+# protos are compiled by protox, without protoc).
 PACKAGES=(
     containerd runc crun busybox-static docker-registry skopeo
     golang-github-containerd-containerd-dev xfsprogs attr libseccomp-dev
     build-essential pkg-config git ca-certificates curl python3-venv openssl
+    protobuf-compiler
 )
 # Node for the @grpc/grpc-js test client: Debian's, unless a node and npm
 # are already there (a packaged nodejs from elsewhere bundles npm).

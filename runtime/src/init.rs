@@ -100,7 +100,12 @@ fn intermediate() -> Result<()> {
             }
             std::process::exit(1);
         }
-        Ok(Forked::Parent(child)) => channel.send(&FromInit::Pid(child)),
+        Ok(Forked::Parent(child)) => {
+            // Where a test lets the container's pid 1 speak first.
+            berth_core::failpoint::check("runtime.init.pid-reported")
+                .map_err(|e| Error::other("reporting the init's pid", e.to_string()))?;
+            channel.send(&FromInit::Pid(child))
+        }
         Err(err) => {
             let _ = channel.send(&FromInit::Failed(err.clone()));
             Err(err)
@@ -152,7 +157,12 @@ fn exec_intermediate(channel: &mut Channel, config: &ExecConfig, console: Option
             let _ = channel.send(&FromInit::Failed(err));
             std::process::exit(1);
         }
-        Ok(Forked::Parent(child)) => channel.send(&FromInit::Pid(child)),
+        Ok(Forked::Parent(child)) => {
+            // Where a test lets the process speak first.
+            berth_core::failpoint::check("runtime.init.pid-reported")
+                .map_err(|e| Error::other("reporting the process's pid", e.to_string()))?;
+            channel.send(&FromInit::Pid(child))
+        }
         Err(err) => {
             let _ = channel.send(&FromInit::Failed(err.clone()));
             Err(err)

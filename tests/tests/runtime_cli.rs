@@ -765,6 +765,31 @@ fn a_seccomp_agent_answers_the_containers_notified_calls() {
     assert!(err.contains("Function not implemented"), "{err}");
 }
 
+/// The exec'd process may hand its listener over before its parent
+/// reports its pid (they share the channel): the agent gets it all the same.
+#[test]
+fn an_exec_listener_handed_over_before_the_pid_reaches_the_agent() {
+    let runc = Runc::new();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("agent.sock"), Reply::Errno(libc::ENOMEDIUM));
+    let id = id("agent-early");
+    let bundle = Bundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["linux"]["seccomp"] = notify_profile(agent.path().to_str().unwrap(), &["mkdir"]);
+    });
+    runc.ok_detached(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let exec = runc
+        .command(&["exec", &id, "mkdir", "/tmp/y"])
+        .env("BERTH_FAILPOINTS", "runtime.init.pid-reported=sleep(300)")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&exec.stderr);
+    runc.ok(&["delete", "--force", &id]);
+    assert!(err.contains("No medium found"), "{err}");
+    assert_eq!(agent.messages().len(), 2);
+}
+
 #[test]
 fn a_seccomp_agent_may_take_the_calls_the_runtime_itself_makes() {
     let runc = Runc::new();

@@ -150,3 +150,55 @@ fn a_hook_that_does_not_exist_or_overruns_is_refused_naming_it() {
     );
     nothing_left(&runc, &id);
 }
+
+/// The container's pid 1 may ask for its hooks before its parent reports
+/// its pid (they share the channel): the hooks still run, once, and a
+/// failing one is still the error.
+#[test]
+fn hooks_asked_for_before_the_pid_is_reported_run_all_the_same() {
+    let runc = Runc::new();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("log");
+    let id = id("hookearly");
+    let bundle = Bundle::busybox(&["true"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["hooks"] = serde_json::json!({"prestart": [logging_hook("prestart", &log)]});
+    });
+    let late_pid = "runtime.init.pid-reported=sleep(300)";
+    // stderr to a file: the created container's init holds it.
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let created = runc
+        .command(&["create", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .env("BERTH_FAILPOINTS", late_pid)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .status()
+        .unwrap();
+    let message = std::fs::read_to_string(stderr.path()).unwrap_or_default();
+    assert!(created.success(), "create: {message}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.matches("prestart ").count(), 1, "{logged}");
+    runc.ok(&["delete", "--force", &id]);
+
+    let id = self::id("hookearlyfail");
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = test_cgroup_path(&id).into();
+        c["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo refused >&2; exit 3"]}],
+        });
+    });
+    let refused = runc
+        .command(&["create", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .env("BERTH_FAILPOINTS", late_pid)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("hooks.prestart[0]") && stderr.contains("refused"),
+        "{stderr}"
+    );
+    nothing_left(&runc, &id);
+}

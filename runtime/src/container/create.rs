@@ -263,13 +263,17 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         debug: globals.debug.is_some(),
     };
     ours.send(&ToInit::Config(Box::new(config)))?;
-    // The container's pid 1 may ask for a host bind before its parent
-    // reports its pid: that request waits for the pid.
+    // The container's pid 1 shares the channel with its parent and may ask
+    // for a host bind or its hooks before the parent reports its pid; it
+    // waits for the answer, so at most one such request comes early, and
+    // it waits for the pid.
     let mut early_request = None;
     let pid = loop {
         match ours.recv_from_init(globals.debug)? {
             Some(FromInit::Pid(pid)) => break pid,
-            Some(request) if host_binds::is_request(&request) => early_request = Some(request),
+            Some(request) if host_binds::is_request(&request) || matches!(request, FromInit::RunHooks) => {
+                early_request = Some(request)
+            }
             Some(FromInit::MapUsers) => {
                 let Some(mappings) = &mappings else {
                     return Err(Error::other(
@@ -282,7 +286,13 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
                 ours.send(&ToInit::UsersMapped)?;
             }
             Some(FromInit::Failed(e)) => return Err(e),
-            _ => {
+            Some(other) => {
+                return Err(Error::other(
+                    "creating the container",
+                    format!("the init sent {other:?} before its pid"),
+                ));
+            }
+            None => {
                 return Err(Error::other(
                     "creating the container",
                     "the init exited before reporting",
@@ -291,8 +301,13 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         }
     };
     cleanup.init_pid = Some(pid);
-    if let Some(request) = early_request {
-        host_binds::answer(request, pid, &mut ours)?;
+    // An early host bind is answered now; early hooks run once the limits
+    // are set, as hooks asked for later do.
+    let mut early_hooks = None;
+    match early_request {
+        Some(FromInit::RunHooks) => early_hooks = Some(FromInit::RunHooks),
+        Some(request) => host_binds::answer(request, pid, &mut ours)?,
+        None => {}
     }
     let status = intermediate
         .wait()
@@ -322,7 +337,11 @@ pub fn create(globals: &Globals, options: &CreateOptions) -> Result<State> {
         });
     }
     loop {
-        match ours.recv_from_init(globals.debug)? {
+        let message = match early_hooks.take() {
+            Some(hooks) => Some(hooks),
+            None => ours.recv_from_init(globals.debug)?,
+        };
+        match message {
             Some(FromInit::Created) => break,
             Some(request) if host_binds::is_request(&request) => {
                 globals.step(|| format!("create {}: {request:?} for the init", options.id));

@@ -178,21 +178,39 @@ pub fn exec(globals: &Globals, options: &ExecOptions) -> Result<i32> {
     };
     globals.step(|| format!("exec {}: joining the namespaces of pid {}", options.id, state.pid));
     ours.send(&ToInit::Exec(Box::new(config)))?;
-    let pid = match ours.recv_from_init(globals.debug)? {
-        Some(FromInit::Pid(pid)) => pid,
-        Some(FromInit::Failed(e)) => {
-            let _ = intermediate.wait();
-            return Err(e);
-        }
-        _ => {
-            let _ = intermediate.wait();
-            return Err(Error::other("exec", "the process exited before reporting"));
+    // The process shares the channel with its parent and may hand over its
+    // seccomp listener before the parent reports its pid; it waits for the
+    // answer, so that comes early at most once, and waits for the pid.
+    let mut early_listener = None;
+    let pid = loop {
+        match ours.recv_from_init(globals.debug)? {
+            Some(FromInit::Pid(pid)) => break pid,
+            Some(listener @ FromInit::SeccompListener(_)) => early_listener = Some(listener),
+            Some(FromInit::Failed(e)) => {
+                let _ = intermediate.wait();
+                return Err(e);
+            }
+            Some(other) => {
+                let _ = intermediate.wait();
+                return Err(Error::other(
+                    "exec",
+                    format!("the process sent {other:?} before its pid"),
+                ));
+            }
+            None => {
+                let _ = intermediate.wait();
+                return Err(Error::other("exec", "the process exited before reporting"));
+            }
         }
     };
     let _ = intermediate.wait();
     globals.step(|| format!("exec {}: process pid {pid}", options.id));
     loop {
-        match ours.recv_from_init(globals.debug)? {
+        let message = match early_listener.take() {
+            Some(listener) => Some(listener),
+            None => ours.recv_from_init(globals.debug)?,
+        };
+        match message {
             // The channel closed: the exec succeeded.
             None => break,
             Some(FromInit::Failed(e)) => return Err(e),
