@@ -57,6 +57,29 @@ pub trait Differ: Send + Sync + 'static {
     fn compare(&self, request: CompareRequest) -> DiffFuture<'_, Descriptor>;
 }
 
+/// Applies `request` with the first of `differs` that does not answer
+/// NotImplemented, as containerd tries its differs in order.
+pub async fn apply_first(differs: &[Arc<DifferPlugin>], request: ApplyRequest) -> Result<Descriptor> {
+    let mut last = crate::Error::not_implemented("no differ is loaded");
+    for differ in differs {
+        match differ.0.apply(request.clone()).await {
+            Ok(applied) => return Ok(applied),
+            Err(e) if e.kind() == crate::ErrorKind::NotImplemented => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// Every differ plugin that loaded, in registration order.
+pub fn loaded(plugins: &crate::plugin::PluginSet) -> Vec<Arc<DifferPlugin>> {
+    plugins
+        .of_type(crate::plugin::types::DIFFER)
+        .into_iter()
+        .filter_map(|entry| entry.get::<DifferPlugin>().ok())
+        .collect()
+}
+
 /// The instance a differ plugin returns.
 pub struct DifferPlugin(pub Arc<dyn Differ>);
 

@@ -19,11 +19,13 @@ pub mod metadata;
 pub mod mount;
 pub mod mount_options;
 pub mod plugin;
+pub mod registry;
 pub mod reopening_db;
 pub mod runtime;
 pub mod shutdown;
 pub mod snapshots;
 pub mod startup_repair;
 pub mod timestamps;
+pub mod transfer;
 
 pub use error::{Error, ErrorKind, Result};

@@ -38,6 +38,8 @@ pub struct Config {
     pub ttrpc: TtrpcConfig,
     /// The metrics endpoint.
     pub metrics: MetricsConfig,
+    /// How pulls through the Transfer service reach registries.
+    pub registry: RegistrySection,
     /// Logging.
     pub debug: DebugConfig,
     /// Seconds a graceful shutdown waits for calls in flight.
@@ -94,6 +96,54 @@ pub struct MetricsConfig {
     pub grpc_histogram: bool,
 }
 
+/// `[registry]`: the registry client of the Transfer service.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySection {
+    /// The root of the per-host directories (`<host>/hosts.toml`), as
+    /// containerd's `config_path`.
+    pub config_path: PathBuf,
+    /// A docker-style config.json with credentials per host; empty for
+    /// none.
+    pub docker_config: PathBuf,
+    /// Seconds a registry transfer may send nothing before it fails.
+    pub stall_timeout: u64,
+    /// Seconds connecting to a registry may take.
+    pub connect_timeout: u64,
+    /// Blobs one pull downloads at once.
+    pub max_concurrent_downloads: usize,
+    /// The largest manifest, index or config accepted, in bytes.
+    pub max_manifest_size: usize,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            config_path: "/etc/berth/certs.d".into(),
+            docker_config: PathBuf::new(),
+            stall_timeout: 60,
+            connect_timeout: 30,
+            max_concurrent_downloads: 3,
+            max_manifest_size: 4 << 20,
+        }
+    }
+}
+
+impl RegistrySection {
+    /// The core's form of these settings.
+    pub fn to_core(&self) -> berth_core::registry::RegistryConfig {
+        berth_core::registry::RegistryConfig {
+            config_path: self.config_path.clone(),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout.max(1)),
+            stall_timeout: std::time::Duration::from_secs(self.stall_timeout.max(1)),
+            max_manifest_size: self.max_manifest_size,
+            attempts: 4,
+            max_concurrent_downloads: self.max_concurrent_downloads.max(1),
+            docker_config: (!self.docker_config.as_os_str().is_empty()).then(|| self.docker_config.clone()),
+        }
+    }
+}
+
 /// `[ttrpc]`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -120,6 +170,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             ttrpc: TtrpcConfig::default(),
             metrics: MetricsConfig::default(),
+            registry: RegistrySection::default(),
             debug: DebugConfig::default(),
             shutdown_timeout: 10,
             plugins: toml::Table::new(),

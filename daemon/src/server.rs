@@ -70,6 +70,7 @@ pub async fn run(config: Config) -> Result<()> {
         max_recv_message_size: config.grpc.max_recv_message_size,
         max_send_message_size: config.grpc.max_send_message_size,
         shutdown: shutdown.clone(),
+        registry: config.registry.to_core(),
     };
     let plugins = plugins::registry()
         .initialise(context, &config.plugins, &config.disabled_plugins)

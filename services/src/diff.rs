@@ -50,15 +50,8 @@ impl Diff for DiffService {
             mounts: request.mounts,
             sync_fs: request.sync_fs,
         };
-        let mut last = Error::not_implemented("no differ is loaded");
-        for differ in &self.differs {
-            match differ.0.apply(apply.clone()).await {
-                Ok(applied) => return Ok(Response::new(ApplyResponse { applied: Some(applied) })),
-                Err(e) if e.kind() == ErrorKind::NotImplemented => last = e,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.into())
+        let applied = diff::apply_first(&self.differs, apply).await?;
+        Ok(Response::new(ApplyResponse { applied: Some(applied) }))
     }
 
     async fn diff(&self, request: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
@@ -95,12 +88,7 @@ pub fn registration() -> Registration {
         default_config: None,
         init: Box::new(|ctx| {
             Box::pin(async move {
-                let differs: Vec<Arc<DifferPlugin>> = ctx
-                    .plugins()
-                    .of_type(types::DIFFER)
-                    .into_iter()
-                    .filter_map(|entry| entry.get::<DifferPlugin>().ok())
-                    .collect();
+                let differs = diff::loaded(&ctx.plugins());
                 if differs.is_empty() {
                     return Err(skip("no differ is loaded"));
                 }

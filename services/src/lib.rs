@@ -32,7 +32,9 @@ pub mod leases;
 pub mod namespace_header;
 pub mod namespaces;
 pub mod snapshots;
+pub mod streaming;
 pub mod tasks;
+pub mod transfer;
 pub mod version;
 
 use berth_core::events::Exchange;
@@ -60,6 +62,10 @@ pub fn registrations() -> Vec<Registration> {
         snapshots::registration(),
         tasks::registration(),
         diff::registration(),
+        streaming::manager_registration(),
+        streaming::registration(),
+        transfer::local_registration(),
+        transfer::registration(),
         health::registration(),
     ]
 }

@@ -11,6 +11,12 @@ pub fn dir() -> PathBuf {
 
 /// Runs `python/api_check.py` with `args`, to completion.
 pub fn python(args: &[&str]) -> Output {
+    python_script("api_check.py", args)
+}
+
+/// Runs `python/<script>` with `args` in the clients' virtualenv, to
+/// completion.
+pub fn python_script(script: &str, args: &[&str]) -> Output {
     let python = dir().join("python/.venv/bin/python");
     assert!(
         python.is_file(),
@@ -18,7 +24,7 @@ pub fn python(args: &[&str]) -> Output {
         python.display()
     );
     Command::new(python)
-        .arg(dir().join("python/api_check.py"))
+        .arg(dir().join("python").join(script))
         .args(args)
         .output()
         .expect("run the Python client")

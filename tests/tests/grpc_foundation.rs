@@ -292,12 +292,12 @@ async fn health_reports_serving_for_the_server_and_its_services() {
 
 #[tokio::test]
 async fn unregistered_services_are_unimplemented() {
-    // Transfer (a containerd 2.0 service) is not served.
+    // Sandbox stores (a containerd 2.0 service) are not served.
     use tonic::codegen::http::uri::PathAndQuery;
     let daemon = Daemon::start();
     let mut grpc = tonic::client::Grpc::new(daemon.channel().await);
     grpc.ready().await.unwrap();
-    let path = PathAndQuery::from_static("/containerd.services.transfer.v1.Transfer/Transfer");
+    let path = PathAndQuery::from_static("/containerd.services.sandbox.v1.Store/Create");
     let status = grpc
         .unary::<(), (), _>(namespaced("default", ()), path, tonic_prost::ProstCodec::default())
         .await

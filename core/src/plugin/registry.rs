@@ -69,6 +69,8 @@ pub struct DaemonContext {
     pub max_send_message_size: usize,
     /// Fires when the daemon starts shutting down.
     pub shutdown: ShutdownSignal,
+    /// How the daemon reaches registries (`[registry]`).
+    pub registry: crate::registry::RegistryConfig,
 }
 
 /// What a plugin's init function gets.
@@ -298,6 +300,7 @@ mod tests {
             max_recv_message_size: 16 << 20,
             max_send_message_size: 16 << 20,
             shutdown: ShutdownSignal::never(),
+            registry: Default::default(),
         }
     }
 

@@ -26,3 +26,7 @@ pub const TTRPC: &str = "io.containerd.ttrpc.v1";
 pub const RUNTIME_V2: &str = "io.containerd.runtime.v2";
 /// Internal plugins with no API of their own.
 pub const INTERNAL: &str = "io.containerd.internal.v1";
+/// Named streams shared by services (`io.containerd.streaming.v1`).
+pub const STREAMING: &str = "io.containerd.streaming.v1";
+/// Image transfers (`io.containerd.transfer.v1`).
+pub const TRANSFER: &str = "io.containerd.transfer.v1";

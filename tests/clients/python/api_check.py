@@ -40,11 +40,12 @@ PROTOS = [
 ]
 
 
-def generate_stubs(out):
-    """Compiles the protos into `out` and puts it on the import path."""
+def generate_stubs(out, protos=None):
+    """Compiles `protos` (this script's by default) into `out` and puts it
+    on the import path."""
     well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     args = ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    if protoc.main(args + PROTOS) != 0:
+    if protoc.main(args + (protos or PROTOS)) != 0:
         sys.exit("protoc failed")
     sys.path.insert(0, out)
 

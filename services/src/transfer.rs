@@ -1,0 +1,253 @@
+//! Transfer: moves images between a source and a destination named by
+//! `containerd.types.transfer` messages, in the daemon, as containerd 1.7+
+//! does; clients in any language pull with one call.
+//!
+//! Served now: OCIRegistry → ImageStore (pull, with unpack). Progress goes
+//! back over the Streaming stream the options name; a resolver's
+//! `auth_stream` is asked for credentials when a registry challenges.
+
+use std::sync::Arc;
+
+use berth_api::any::{self, type_name};
+use berth_api::containerd::services::transfer::v1::TransferRequest;
+use berth_api::containerd::services::transfer::v1::transfer_server::{Transfer, TransferServer};
+use berth_api::containerd::types::transfer::{AuthRequest, AuthResponse, AuthType, ImageStore, OciRegistry};
+use berth_core::content::ContentStore;
+use berth_core::content::namespaced::NamespacedContent;
+use berth_core::events::Exchange;
+use berth_core::gc::GarbageCollector;
+use berth_core::metadata::MetadataStore;
+use berth_core::plugin::{Registration, types};
+use berth_core::registry::auth::{Anonymous, Chain, CredentialsFuture, DockerConfig};
+use berth_core::registry::{CredentialSource, Credentials};
+use berth_core::snapshots::namespaced::NamespacedSnapshots;
+use berth_core::transfer::{ProgressSink, PullRequest, Puller, Unpacker};
+use berth_core::{Error, ErrorKind};
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use crate::namespace_header::{namespace_required, required};
+use crate::streaming::{StreamHandle, Streams};
+
+const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
+const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
+
+/// Answers the Transfer service.
+#[derive(Debug)]
+pub struct TransferService {
+    puller: Arc<Puller>,
+    streams: Arc<Streams>,
+    docker_config: Option<Arc<DockerConfig>>,
+}
+
+impl TransferService {
+    /// A service pulling with `puller`, reaching clients' streams in
+    /// `streams`, with credentials from `docker_config` where given.
+    pub fn new(puller: Arc<Puller>, streams: Arc<Streams>, docker_config: Option<Arc<DockerConfig>>) -> Self {
+        Self {
+            puller,
+            streams,
+            docker_config,
+        }
+    }
+
+    async fn pull(
+        &self,
+        namespace: String,
+        source: &prost_types::Any,
+        destination: &prost_types::Any,
+        progress: ProgressSink,
+    ) -> Result<(), Error> {
+        let registry = OciRegistry::decode(source.value.as_slice())
+            .map_err(|e| Error::invalid_argument(format!("source {OCI_REGISTRY}: {e}")))?;
+        let store = ImageStore::decode(destination.value.as_slice())
+            .map_err(|e| Error::invalid_argument(format!("destination {IMAGE_STORE}: {e}")))?;
+        if registry.reference.is_empty() {
+            return Err(Error::invalid_argument("source OCIRegistry: the reference must be set"));
+        }
+        let resolver = registry.resolver.unwrap_or_default();
+        let mut sources: Vec<Arc<dyn CredentialSource>> = Vec::new();
+        if !resolver.auth_stream.is_empty() {
+            let stream = self.streams.take(&namespace, &resolver.auth_stream).await?;
+            sources.push(Arc::new(StreamCredentials {
+                stream,
+                turn: tokio::sync::Mutex::new(()),
+            }));
+        }
+        if let Some(config) = &self.docker_config {
+            sources.push(Arc::clone(config) as Arc<dyn CredentialSource>);
+        }
+        let credentials: Arc<dyn CredentialSource> = if sources.is_empty() {
+            Arc::new(Anonymous)
+        } else {
+            Arc::new(Chain(sources))
+        };
+        let mut headers: Vec<(String, String)> = resolver.headers.into_iter().collect();
+        headers.sort();
+        if !matches!(resolver.default_scheme.as_str(), "" | "http" | "https") {
+            return Err(Error::invalid_argument(format!(
+                "resolver default_scheme {:?} is neither http nor https",
+                resolver.default_scheme
+            )));
+        }
+        let request = PullRequest {
+            namespace,
+            reference: registry.reference,
+            name: store.name,
+            labels: store.labels,
+            platforms: store.platforms,
+            unpacks: store
+                .unpacks
+                .into_iter()
+                .map(|u| {
+                    (
+                        u.platform.unwrap_or_else(berth_core::transfer::platform::host),
+                        u.snapshotter,
+                    )
+                })
+                .collect(),
+            default_scheme: resolver.default_scheme,
+            headers,
+            credentials,
+        };
+        self.puller.pull(request, progress).await.map(|_| ())
+    }
+}
+
+#[tonic::async_trait]
+impl Transfer for TransferService {
+    async fn transfer(&self, request: Request<TransferRequest>) -> Result<Response<()>, Status> {
+        let namespace = required(&request)?;
+        let request = request.into_inner();
+        let source = request
+            .source
+            .ok_or_else(|| Error::invalid_argument("the transfer's source must be set"))?;
+        let destination = request
+            .destination
+            .ok_or_else(|| Error::invalid_argument("the transfer's destination must be set"))?;
+        let progress_stream = request.options.map(|o| o.progress_stream).unwrap_or_default();
+        let progress_handle = if progress_stream.is_empty() {
+            None
+        } else {
+            Some(self.streams.take(&namespace, &progress_stream).await?)
+        };
+        let progress: ProgressSink = match &progress_handle {
+            Some(handle) => {
+                let handle = Arc::clone(handle);
+                Arc::new(move |p| {
+                    handle.send(any::pack(&p));
+                })
+            }
+            None => Arc::new(|_| {}),
+        };
+        let (from, to) = (type_name(&source.type_url), type_name(&destination.type_url));
+        let outcome = match (from, to) {
+            (OCI_REGISTRY, IMAGE_STORE) => self.pull(namespace, &source, &destination, progress).await,
+            _ => Err(Error::not_implemented(format!(
+                "transfer from {from} to {to} is not supported"
+            ))),
+        };
+        // Dropping the handle ends the progress stream for the client.
+        drop(progress_handle);
+        outcome?;
+        Ok(Response::new(()))
+    }
+}
+
+/// Credentials asked of the client over its auth stream, one question at
+/// a time.
+struct StreamCredentials {
+    stream: Arc<StreamHandle>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl CredentialSource for StreamCredentials {
+    fn credentials<'a>(&'a self, host: &'a str, reference: &'a str, challenges: &'a [String]) -> CredentialsFuture<'a> {
+        Box::pin(async move {
+            let _turn = self.turn.lock().await;
+            let question = AuthRequest {
+                host: host.to_string(),
+                reference: reference.to_string(),
+                wwwauthenticate: challenges.to_vec(),
+            };
+            if !self.stream.send(any::pack(&question)) {
+                return Err(Error::unavailable(format!(
+                    "the auth stream {:?} is closed",
+                    self.stream.id
+                )));
+            }
+            let answer =
+                self.stream.recv().await.ok_or_else(|| {
+                    Error::unavailable(format!("the auth stream {:?} closed unanswered", self.stream.id))
+                })?;
+            let answer: AuthResponse = any::unpack(&answer).ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "the auth stream answered {}, not an AuthResponse",
+                    type_name(&answer.type_url)
+                ))
+            })?;
+            Ok(match AuthType::try_from(answer.auth_type).unwrap_or(AuthType::None) {
+                AuthType::None => None,
+                AuthType::Credentials => Some(Credentials::Basic {
+                    username: answer.username,
+                    secret: answer.secret,
+                }),
+                AuthType::Refresh => Some(Credentials::Refresh(answer.secret)),
+                AuthType::Header => Some(Credentials::Header(answer.secret)),
+            })
+        })
+    }
+}
+
+/// `io.containerd.transfer.v1.local`: the puller, over the daemon's stores.
+pub fn local_registration() -> Registration {
+    Registration {
+        plugin_type: types::TRANSFER,
+        id: "local",
+        requires: &[types::METADATA, types::CONTENT, types::GC, types::EVENT, types::DIFFER],
+        default_config: None,
+        init: Box::new(|ctx| {
+            Box::pin(async move {
+                let meta: Arc<MetadataStore> = ctx.get(types::METADATA)?;
+                let store: Arc<ContentStore> = ctx.get(types::CONTENT)?;
+                let gc: Arc<GarbageCollector> = ctx.get(types::GC)?;
+                let events: Arc<Exchange> = ctx.get(types::EVENT)?;
+                let differs = berth_core::diff::loaded(&ctx.plugins());
+                let content = NamespacedContent::new(store, (*meta).clone());
+                let snapshots = NamespacedSnapshots::new((*meta).clone(), Arc::clone(gc.snapshotters()));
+                let config = ctx.daemon.registry.clone();
+                let unpacker = Unpacker::new(content.clone(), snapshots, differs);
+                let downloads = config.max_concurrent_downloads;
+                let puller = Puller::new(content, unpacker, (*meta).clone(), events, config, downloads);
+                Ok(Arc::new(puller) as berth_core::plugin::Instance)
+            })
+        }),
+    }
+}
+
+/// `io.containerd.grpc.v1.transfer`.
+pub fn registration() -> Registration {
+    Registration {
+        plugin_type: types::GRPC,
+        id: "transfer",
+        requires: &[types::TRANSFER, types::STREAMING],
+        default_config: None,
+        init: Box::new(|ctx| {
+            Box::pin(async move {
+                let puller: Arc<Puller> = ctx.get(types::TRANSFER)?;
+                let streams: Arc<Streams> = ctx.get(types::STREAMING)?;
+                let docker_config = match &ctx.daemon.registry.docker_config {
+                    Some(path) => Some(Arc::new(DockerConfig::load(path).map_err(|e| {
+                        Error::new(ErrorKind::InvalidArgument, format!("registry docker_config: {e}"))
+                    })?)),
+                    None => None,
+                };
+                routed_service!(
+                    ctx,
+                    TransferServer::new(TransferService::new(puller, streams, docker_config)),
+                    namespace_required
+                )
+            })
+        }),
+    }
+}

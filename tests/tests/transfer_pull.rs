@@ -1,0 +1,126 @@
+//! Pulls through berthd's Transfer service (the registry client in the
+//! daemon) from a private Debian docker-registry, driven by a Python
+//! grpcio client: the image is recorded, unpacked and runs under `ctr`;
+//! progress streams back; bad references fail cleanly, recording nothing.
+
+use berth_tests::clients;
+use berth_tests::daemon::Daemon;
+use berth_tests::images;
+use berth_tests::registry::Registry;
+
+/// Runs the Python pull client; its exit status and JSON report.
+fn python_pull(daemon: &Daemon, args: &[&str]) -> (bool, serde_json::Value) {
+    let target = format!("unix://{}", daemon.socket.display());
+    let mut all = vec!["--target", target.as_str()];
+    all.extend_from_slice(args);
+    let out = clients::python_script("transfer_pull.py", &all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "transfer_pull.py printed no report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+#[test]
+fn a_python_client_pulls_through_transfer_and_ctr_runs_the_image() {
+    let registry = Registry::start();
+    let busybox = images::busybox();
+    registry.push_oci_archive(&busybox.oci_tar, "tools/busybox:1");
+    let daemon = Daemon::start();
+    let ctr = daemon.ctr();
+    let reference = format!("{}/tools/busybox:1", registry.address);
+
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
+    assert!(ok, "pull failed: {report}\n{}", daemon.log());
+    let progress = report["progress"].as_array().unwrap();
+    let events: Vec<&str> = progress.iter().map(|p| p["event"].as_str().unwrap()).collect();
+    assert!(
+        events.first().is_some_and(|e| e.starts_with("Resolving from")),
+        "{events:?}"
+    );
+    assert!(
+        events.last().is_some_and(|e| e.starts_with("Completed pull from")),
+        "{events:?}"
+    );
+    assert!(events.contains(&"saved"), "{events:?}");
+    // Every blob reports its progress.
+    for digest in busybox
+        .layer_digests
+        .iter()
+        .chain([&busybox.manifest_digest, &busybox.config_digest])
+    {
+        assert!(
+            progress.iter().any(|p| p["digest"] == digest.as_str()),
+            "no progress for {digest}: {events:?}"
+        );
+    }
+    let layer_done = progress.iter().any(|p| {
+        p["event"] == "complete" && p["digest"] == busybox.layer_digests[0].as_str() && p["progress"] == p["total"]
+    });
+    assert!(layer_done, "{progress:?}");
+
+    let listed = ctr.ok(&["images", "ls"]);
+    assert!(listed.contains(&reference), "{listed}");
+    assert!(listed.contains(&busybox.manifest_digest), "{listed}");
+    let snapshots = ctr.ok(&["snapshot", "--snapshotter", "overlayfs", "ls"]);
+    assert!(snapshots.contains(&busybox.chain_id), "{snapshots}");
+    let checked = ctr.ok(&["images", "check"]);
+    assert!(
+        checked.lines().nth(1).is_some_and(|l| l.trim_end().ends_with("true")),
+        "{checked}"
+    );
+    let out = ctr.ok(&["run", "--rm", &reference, "transfer-run", "echo", "pulled-and-ran"]);
+    assert!(out.contains("pulled-and-ran"), "{out}");
+
+    // Pulling again downloads nothing: every blob is already there.
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
+    assert!(ok, "{report}");
+    let again = report["progress"].as_array().unwrap();
+    assert!(
+        again.iter().all(|p| p["event"] != "downloading"),
+        "a second pull downloaded: {again:?}"
+    );
+}
+
+#[test]
+fn bad_references_and_transfers_fail_clearly_and_record_nothing() {
+    let registry = Registry::start();
+    let busybox = images::busybox();
+    registry.push_oci_archive(&busybox.oci_tar, "busybox:1");
+    let daemon = Daemon::start();
+    let ctr = daemon.ctr();
+
+    let missing_tag = format!("{}/busybox:nope", registry.address);
+    let (ok, report) = python_pull(&daemon, &["--ref", &missing_tag]);
+    assert!(!ok);
+    assert_eq!(report["code"], "NOT_FOUND", "{report}");
+    assert!(report["details"].as_str().unwrap().contains("busybox:nope"), "{report}");
+
+    // Nothing listens on port 1 of loopback.
+    let (ok, report) = python_pull(&daemon, &["--ref", "127.0.0.1:1/busybox:1"]);
+    assert!(!ok);
+    assert_eq!(report["code"], "UNAVAILABLE", "{report}");
+    assert!(report["details"].as_str().unwrap().contains("127.0.0.1:1"), "{report}");
+
+    let (ok, report) = python_pull(&daemon, &["--ref", "Not A Reference"]);
+    assert!(!ok);
+    assert_eq!(report["code"], "INVALID_ARGUMENT", "{report}");
+
+    let (ok, report) = python_pull(
+        &daemon,
+        &[
+            "--ref",
+            &format!("{}/busybox:1", registry.address),
+            "--snapshotter",
+            "nosuch",
+        ],
+    );
+    assert!(!ok);
+    assert!(report["details"].as_str().unwrap().contains("nosuch"), "{report}");
+
+    let images = ctr.ok(&["images", "ls", "-q"]);
+    assert!(images.trim().is_empty(), "images recorded: {images}");
+}
