@@ -6,7 +6,7 @@
 use berth_tests::clients;
 use berth_tests::daemon::Daemon;
 use berth_tests::images;
-use berth_tests::registry::Registry;
+use berth_tests::registry::{Registry, RegistryOptions};
 
 /// Runs the Python pull client; its exit status and JSON report.
 fn python_pull(daemon: &Daemon, args: &[&str]) -> (bool, serde_json::Value) {
@@ -123,4 +123,70 @@ fn bad_references_and_transfers_fail_clearly_and_record_nothing() {
 
     let images = ctr.ok(&["images", "ls", "-q"]);
     assert!(images.trim().is_empty(), "images recorded: {images}");
+}
+
+#[test]
+fn https_with_a_ca_from_hosts_toml_and_basic_auth_from_the_auth_stream_or_a_docker_config() {
+    let registry = Registry::start_with(RegistryOptions {
+        tls: true,
+        login: Some(("puller".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let busybox = images::busybox();
+    registry.push_oci_archive(&busybox.oci_tar, "private/busybox:1");
+    let reference = format!("{}/private/busybox:1", registry.address);
+    let certs = tempfile::tempdir().unwrap();
+
+    // Without the CA the certificate is refused, naming the host.
+    let untrusted = certs.path().join("untrusted");
+    let (host, port) = registry.address.split_once(':').unwrap();
+    std::fs::create_dir_all(untrusted.join(format!("{host}_{port}_"))).unwrap();
+    std::fs::write(
+        untrusted.join(format!("{host}_{port}_/hosts.toml")),
+        format!("server = \"https://{}\"\n", registry.address),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with_config(&format!("[registry]\nconfig_path = \"{}\"\n", untrusted.display()));
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference, "--user", "puller", "--password", "s3cret"]);
+    assert!(!ok);
+    assert_eq!(report["code"], "UNAVAILABLE", "{report}");
+    assert!(report["details"].as_str().unwrap().contains(&registry.address), "{report}");
+    drop(daemon);
+
+    let trusted = certs.path().join("trusted");
+    registry.hosts_dir(&trusted);
+    let daemon = Daemon::start_with_config(&format!("[registry]\nconfig_path = \"{}\"\n", trusted.display()));
+    let ctr = daemon.ctr();
+    // Anonymous: refused.
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
+    assert!(!ok);
+    assert_eq!(report["code"], "PERMISSION_DENIED", "{report}");
+    // Wrong password: refused, nothing recorded.
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference, "--user", "puller", "--password", "wrong"]);
+    assert!(!ok);
+    assert_eq!(report["code"], "PERMISSION_DENIED", "{report}");
+    assert!(ctr.ok(&["images", "ls", "-q"]).trim().is_empty());
+    // The client answers the daemon's question on its auth stream.
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference, "--user", "puller", "--password", "s3cret"]);
+    assert!(ok, "{report}\n{}", daemon.log());
+    assert_eq!(report["auth"][0]["host"], registry.address.as_str(), "{report}");
+    let out = ctr.ok(&["run", "--rm", &reference, "https-run", "echo", "over-tls"]);
+    assert!(out.contains("over-tls"), "{out}");
+    drop(daemon);
+
+    // Credentials from a docker config.json named in the config.
+    let docker = certs.path().join("config.json");
+    std::fs::write(
+        &docker,
+        format!(r#"{{"auths":{{"{}":{{"auth":"cHVsbGVyOnMzY3JldA=="}}}}}}"#, registry.address),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with_config(&format!(
+        "[registry]\nconfig_path = \"{}\"\ndocker_config = \"{}\"\n",
+        trusted.display(),
+        docker.display()
+    ));
+    let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
+    assert!(ok, "{report}\n{}", daemon.log());
+    assert!(daemon.ctr().ok(&["images", "ls"]).contains(&reference));
 }

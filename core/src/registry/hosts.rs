@@ -55,7 +55,7 @@ pub fn endpoints(config_path: &Path, host: &str, default_scheme: &str) -> Result
         Some(dir) => load(&dir)?,
         None => Vec::new(),
     };
-    if list.last().is_none_or(|e| !e.host.is_empty()) {
+    if list.is_empty() {
         list.push(blank());
     }
     let last = list.last_mut().expect("one endpoint at least");
