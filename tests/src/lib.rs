@@ -17,6 +17,7 @@ pub mod console;
 pub mod containerd;
 pub mod ctr;
 pub mod daemon;
+pub mod fake_registry;
 pub mod images;
 pub mod loopfs;
 pub mod registry;

@@ -147,10 +147,16 @@ fn https_with_a_ca_from_hosts_toml_and_basic_auth_from_the_auth_stream_or_a_dock
     )
     .unwrap();
     let daemon = Daemon::start_with_config(&format!("[registry]\nconfig_path = \"{}\"\n", untrusted.display()));
-    let (ok, report) = python_pull(&daemon, &["--ref", &reference, "--user", "puller", "--password", "s3cret"]);
+    let (ok, report) = python_pull(
+        &daemon,
+        &["--ref", &reference, "--user", "puller", "--password", "s3cret"],
+    );
     assert!(!ok);
     assert_eq!(report["code"], "UNAVAILABLE", "{report}");
-    assert!(report["details"].as_str().unwrap().contains(&registry.address), "{report}");
+    assert!(
+        report["details"].as_str().unwrap().contains(&registry.address),
+        "{report}"
+    );
     drop(daemon);
 
     let trusted = certs.path().join("trusted");
@@ -162,12 +168,18 @@ fn https_with_a_ca_from_hosts_toml_and_basic_auth_from_the_auth_stream_or_a_dock
     assert!(!ok);
     assert_eq!(report["code"], "PERMISSION_DENIED", "{report}");
     // Wrong password: refused, nothing recorded.
-    let (ok, report) = python_pull(&daemon, &["--ref", &reference, "--user", "puller", "--password", "wrong"]);
+    let (ok, report) = python_pull(
+        &daemon,
+        &["--ref", &reference, "--user", "puller", "--password", "wrong"],
+    );
     assert!(!ok);
     assert_eq!(report["code"], "PERMISSION_DENIED", "{report}");
     assert!(ctr.ok(&["images", "ls", "-q"]).trim().is_empty());
     // The client answers the daemon's question on its auth stream.
-    let (ok, report) = python_pull(&daemon, &["--ref", &reference, "--user", "puller", "--password", "s3cret"]);
+    let (ok, report) = python_pull(
+        &daemon,
+        &["--ref", &reference, "--user", "puller", "--password", "s3cret"],
+    );
     assert!(ok, "{report}\n{}", daemon.log());
     assert_eq!(report["auth"][0]["host"], registry.address.as_str(), "{report}");
     let out = ctr.ok(&["run", "--rm", &reference, "https-run", "echo", "over-tls"]);
@@ -178,7 +190,10 @@ fn https_with_a_ca_from_hosts_toml_and_basic_auth_from_the_auth_stream_or_a_dock
     let docker = certs.path().join("config.json");
     std::fs::write(
         &docker,
-        format!(r#"{{"auths":{{"{}":{{"auth":"cHVsbGVyOnMzY3JldA=="}}}}}}"#, registry.address),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"cHVsbGVyOnMzY3JldA=="}}}}}}"#,
+            registry.address
+        ),
     )
     .unwrap();
     let daemon = Daemon::start_with_config(&format!(

@@ -542,6 +542,34 @@ impl Puller {
             .acquire()
             .await
             .map_err(|_| Error::internal("the download limiter closed"))?;
+        if let Err(e) = self.download(repo, &mut writer, desc, &digest, &report).await {
+            // A failed pull leaves no partial blob behind.
+            drop(writer);
+            let _ = self.content.abort(ns, &name, Some(lease.to_string())).await;
+            return Err(e);
+        }
+        match writer.commit(desc.size, Some(digest.clone()), labels.clone()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => self.add_labels(ns, &digest, labels).await?,
+            Err(e) => {
+                // Bad bytes are not kept for a resume to build on.
+                let _ = self.content.abort(ns, &name, Some(lease.to_string())).await;
+                return Err(e.with_context(format!("blob {digest} from {}", repo.reference())));
+            }
+        }
+        report("complete", desc.size);
+        Ok(())
+    }
+    /// Writes blob `digest` into `writer` from where it stands, resuming a
+    /// body that broke off, up to the configured attempts.
+    async fn download(
+        &self,
+        repo: &Repository,
+        writer: &mut ContentWriter,
+        desc: &Descriptor,
+        digest: &Digest,
+        report: &(dyn Fn(&str, i64) + Send + Sync),
+    ) -> Result<()> {
         let mut offset = writer.status()?.offset;
         if offset > desc.size {
             writer.truncate().await?;
@@ -603,16 +631,6 @@ impl Puller {
                 Err(e) => return Err(e),
             }
         }
-        match writer.commit(desc.size, Some(digest.clone()), labels.clone()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => self.add_labels(ns, &digest, labels).await?,
-            Err(e) => {
-                // Bad bytes are not kept for a resume to build on.
-                let _ = self.content.abort(ns, &name, Some(lease.to_string())).await;
-                return Err(e.with_context(format!("blob {digest} from {}", repo.reference())));
-            }
-        }
-        report("complete", desc.size);
         Ok(())
     }
 }
