@@ -580,7 +580,7 @@ impl Puller {
         while offset < desc.size {
             attempt += 1;
             let outcome: Result<()> = async {
-                let mut body = repo.open_blob(&digest, offset as u64).await?;
+                let mut body = repo.open_blob(digest, offset as u64).await?;
                 if body.offset != offset as u64 {
                     writer.truncate().await?;
                     offset = 0;
