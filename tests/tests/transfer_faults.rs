@@ -76,3 +76,73 @@ fn a_manifest_over_the_size_cap_is_refused() {
     // Nothing past the manifest was asked for.
     assert_eq!(registry.count("/blobs/"), 0);
 }
+
+fn pull_in_background(daemon: &Daemon, reference: &str) -> std::thread::JoinHandle<std::process::Output> {
+    let target = format!("unix://{}", daemon.socket.display());
+    let reference = reference.to_string();
+    std::thread::spawn(move || clients::python_script("transfer_pull.py", &["--target", &target, "--ref", &reference]))
+}
+
+#[test]
+fn two_identical_pulls_at_once_download_each_blob_once() {
+    let layered = images::layered();
+    let registry = FakeRegistry::serve(&layered.oci_tar, "twice/layered", "1", Fault::None);
+    let daemon = Daemon::start();
+    let reference = format!("{}/twice/layered:1", registry.address);
+    let first = pull_in_background(&daemon, &reference);
+    let second = pull_in_background(&daemon, &reference);
+    for pull in [first, second] {
+        let out = pull.join().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    for layer in &layered.layer_digests {
+        assert_eq!(
+            registry.count(&format!("/blobs/{layer}")),
+            1,
+            "{layer} was downloaded more than once"
+        );
+    }
+    assert!(daemon.ctr().ok(&["images", "ls"]).contains(&reference));
+}
+
+#[test]
+fn a_pull_cut_off_by_a_daemon_crash_downloads_only_what_was_not_committed() {
+    let layered = images::layered();
+    assert!(layered.layer_digests.len() > 1);
+    let registry = FakeRegistry::serve(&layered.oci_tar, "cut/layered", "1", Fault::None);
+    // One download at a time: when the first blob is committed, the others
+    // have not started.
+    let mut daemon = Daemon::start_with_config("[registry]\nmax_concurrent_downloads = 1\n");
+    let reference = format!("{}/cut/layered:1", registry.address);
+    daemon.env = vec![("BERTH_FAILPOINTS".into(), "transfer.blob-committed=exit".into())];
+    daemon.restart();
+    let out = pull_in_background(&daemon, &reference).join().unwrap();
+    assert!(!out.status.success(), "the pull outlived the daemon");
+    daemon.wait_exit(std::time::Duration::from_secs(10));
+    let fetched_before: usize = layered
+        .layer_digests
+        .iter()
+        .map(|l| registry.count(&format!("/blobs/{l}")))
+        .sum();
+    assert!(fetched_before >= 1);
+    daemon.env.clear();
+    daemon.relaunch();
+    let out = pull_in_background(&daemon, &reference).join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        daemon.log()
+    );
+    for layer in &layered.layer_digests {
+        assert_eq!(
+            registry.count(&format!("/blobs/{layer}")),
+            1,
+            "{layer} was downloaded again after the crash"
+        );
+    }
+    let out = daemon
+        .ctr()
+        .ok(&["run", "--rm", &reference, "after-crash", "ls", "/data"]);
+    assert!(out.contains("links"), "{out}");
+}

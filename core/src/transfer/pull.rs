@@ -557,6 +557,8 @@ impl Puller {
                 return Err(e.with_context(format!("blob {digest} from {}", repo.reference())));
             }
         }
+        // Where a test kills the daemon with part of a pull committed.
+        crate::failpoint::check("transfer.blob-committed")?;
         report("complete", desc.size);
         Ok(())
     }
