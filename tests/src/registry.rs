@@ -136,6 +136,21 @@ impl Registry {
         );
     }
 
+    /// Pushes an OCI archive holding an index, every platform of it.
+    pub fn push_oci_archive_all(&self, archive: &Path, repository: &str) {
+        let output = Command::new(binaries::host("skopeo"))
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{repository}", self.address))
+            .output()
+            .expect("run skopeo (install skopeo)");
+        assert!(
+            output.status.success(),
+            "skopeo copy --all failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// What the registry logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
