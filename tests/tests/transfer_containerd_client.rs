@@ -71,10 +71,7 @@ async fn pull(socket: &Path, reference: &str, wanted: Option<Platform>) -> Resul
     let request = TransferRequest {
         source: Some(to_any(&source)),
         destination: Some(to_any(&destination)),
-        options: Some(TransferOptions {
-            progress_stream: id,
-            ..Default::default()
-        }),
+        options: Some(TransferOptions { progress_stream: id }),
     };
     let outcome = transfer
         .transfer(containerd_client::with_namespace!(request, "default"))
