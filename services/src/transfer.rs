@@ -2,7 +2,8 @@
 //! `containerd.types.transfer` messages, in the daemon, as containerd 1.7+
 //! does; clients in any language pull with one call.
 //!
-//! Served now: OCIRegistry → ImageStore (pull, with unpack). Progress goes
+//! Served now: OCIRegistry → ImageStore (pull, with unpack) and
+//! ImageStore → OCIRegistry (push). Progress goes
 //! back over the Streaming stream the options name; a resolver's
 //! `auth_stream` is asked for credentials when a registry challenges.
 
@@ -21,7 +22,7 @@ use berth_core::plugin::{Registration, types};
 use berth_core::registry::auth::{Anonymous, Chain, CredentialsFuture, DockerConfig};
 use berth_core::registry::{CredentialSource, Credentials};
 use berth_core::snapshots::namespaced::NamespacedSnapshots;
-use berth_core::transfer::{ProgressSink, PullRequest, Puller, Unpacker};
+use berth_core::transfer::{LocalTransfer, ProgressSink, PullRequest, Puller, PushRequest, Pusher, Unpacker};
 use berth_core::{Error, ErrorKind};
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -36,6 +37,7 @@ const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
 #[derive(Debug)]
 pub struct TransferService {
     puller: Arc<Puller>,
+    pusher: Arc<Pusher>,
     streams: Arc<Streams>,
     docker_config: Option<Arc<DockerConfig>>,
 }
@@ -43,12 +45,79 @@ pub struct TransferService {
 impl TransferService {
     /// A service pulling with `puller`, reaching clients' streams in
     /// `streams`, with credentials from `docker_config` where given.
-    pub fn new(puller: Arc<Puller>, streams: Arc<Streams>, docker_config: Option<Arc<DockerConfig>>) -> Self {
+    pub fn new(transfer: &LocalTransfer, streams: Arc<Streams>, docker_config: Option<Arc<DockerConfig>>) -> Self {
         Self {
-            puller,
+            puller: Arc::clone(&transfer.puller),
+            pusher: Arc::clone(&transfer.pusher),
             streams,
             docker_config,
         }
+    }
+
+    /// The credentials and headers a resolver names.
+    async fn resolver_parts(
+        &self,
+        namespace: &str,
+        resolver: &berth_api::containerd::types::transfer::RegistryResolver,
+    ) -> Result<(Arc<dyn CredentialSource>, Vec<(String, String)>), Error> {
+        let mut sources: Vec<Arc<dyn CredentialSource>> = Vec::new();
+        if !resolver.auth_stream.is_empty() {
+            let stream = self.streams.take(namespace, &resolver.auth_stream).await?;
+            sources.push(Arc::new(StreamCredentials {
+                stream,
+                turn: tokio::sync::Mutex::new(()),
+            }));
+        }
+        if let Some(config) = &self.docker_config {
+            sources.push(Arc::clone(config) as Arc<dyn CredentialSource>);
+        }
+        let credentials: Arc<dyn CredentialSource> = if sources.is_empty() {
+            Arc::new(Anonymous)
+        } else {
+            Arc::new(Chain(sources))
+        };
+        let mut headers: Vec<(String, String)> = resolver.headers.clone().into_iter().collect();
+        headers.sort();
+        if !matches!(resolver.default_scheme.as_str(), "" | "http" | "https") {
+            return Err(Error::invalid_argument(format!(
+                "resolver default_scheme {:?} is neither http nor https",
+                resolver.default_scheme
+            )));
+        }
+        Ok((credentials, headers))
+    }
+
+    async fn push(
+        &self,
+        namespace: String,
+        source: &prost_types::Any,
+        destination: &prost_types::Any,
+        progress: ProgressSink,
+    ) -> Result<(), Error> {
+        let store = ImageStore::decode(source.value.as_slice())
+            .map_err(|e| Error::invalid_argument(format!("source {IMAGE_STORE}: {e}")))?;
+        let registry = OciRegistry::decode(destination.value.as_slice())
+            .map_err(|e| Error::invalid_argument(format!("destination {OCI_REGISTRY}: {e}")))?;
+        if registry.reference.is_empty() {
+            return Err(Error::invalid_argument(
+                "destination OCIRegistry: the reference must be set",
+            ));
+        }
+        if store.name.is_empty() {
+            return Err(Error::invalid_argument("source ImageStore: the image name must be set"));
+        }
+        let resolver = registry.resolver.unwrap_or_default();
+        let (credentials, headers) = self.resolver_parts(&namespace, &resolver).await?;
+        let request = PushRequest {
+            namespace,
+            image: store.name,
+            reference: registry.reference,
+            platforms: store.platforms,
+            default_scheme: resolver.default_scheme,
+            headers,
+            credentials,
+        };
+        self.pusher.push(request, progress).await.map(|_| ())
     }
 
     async fn pull(
@@ -66,30 +135,7 @@ impl TransferService {
             return Err(Error::invalid_argument("source OCIRegistry: the reference must be set"));
         }
         let resolver = registry.resolver.unwrap_or_default();
-        let mut sources: Vec<Arc<dyn CredentialSource>> = Vec::new();
-        if !resolver.auth_stream.is_empty() {
-            let stream = self.streams.take(&namespace, &resolver.auth_stream).await?;
-            sources.push(Arc::new(StreamCredentials {
-                stream,
-                turn: tokio::sync::Mutex::new(()),
-            }));
-        }
-        if let Some(config) = &self.docker_config {
-            sources.push(Arc::clone(config) as Arc<dyn CredentialSource>);
-        }
-        let credentials: Arc<dyn CredentialSource> = if sources.is_empty() {
-            Arc::new(Anonymous)
-        } else {
-            Arc::new(Chain(sources))
-        };
-        let mut headers: Vec<(String, String)> = resolver.headers.into_iter().collect();
-        headers.sort();
-        if !matches!(resolver.default_scheme.as_str(), "" | "http" | "https") {
-            return Err(Error::invalid_argument(format!(
-                "resolver default_scheme {:?} is neither http nor https",
-                resolver.default_scheme
-            )));
-        }
+        let (credentials, headers) = self.resolver_parts(&namespace, &resolver).await?;
         let request = PullRequest {
             namespace,
             reference: registry.reference,
@@ -143,6 +189,7 @@ impl Transfer for TransferService {
         let (from, to) = (type_name(&source.type_url), type_name(&destination.type_url));
         let outcome = match (from, to) {
             (OCI_REGISTRY, IMAGE_STORE) => self.pull(namespace, &source, &destination, progress).await,
+            (IMAGE_STORE, OCI_REGISTRY) => self.push(namespace, &source, &destination, progress).await,
             _ => Err(Error::not_implemented(format!(
                 "transfer from {from} to {to} is not supported"
             ))),
@@ -218,8 +265,13 @@ pub fn local_registration() -> Registration {
                 let config = ctx.daemon.registry.clone();
                 let unpacker = Unpacker::new(content.clone(), snapshots, differs);
                 let downloads = config.max_concurrent_downloads;
+                let pusher = Pusher::new(content.clone(), (*meta).clone(), config.clone());
                 let puller = Puller::new(content, unpacker, (*meta).clone(), events, config, downloads);
-                Ok(Arc::new(puller) as berth_core::plugin::Instance)
+                let transfer = LocalTransfer {
+                    puller: Arc::new(puller),
+                    pusher: Arc::new(pusher),
+                };
+                Ok(Arc::new(transfer) as berth_core::plugin::Instance)
             })
         }),
     }
@@ -234,7 +286,7 @@ pub fn registration() -> Registration {
         default_config: None,
         init: Box::new(|ctx| {
             Box::pin(async move {
-                let puller: Arc<Puller> = ctx.get(types::TRANSFER)?;
+                let transfer: Arc<LocalTransfer> = ctx.get(types::TRANSFER)?;
                 let streams: Arc<Streams> = ctx.get(types::STREAMING)?;
                 let docker_config = match &ctx.daemon.registry.docker_config {
                     Some(path) => Some(Arc::new(DockerConfig::load(path).map_err(|e| {
@@ -244,7 +296,7 @@ pub fn registration() -> Registration {
                 };
                 routed_service!(
                     ctx,
-                    TransferServer::new(TransferService::new(puller, streams, docker_config)),
+                    TransferServer::new(TransferService::new(&transfer, streams, docker_config)),
                     namespace_required
                 )
             })

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 
-use super::transport::{Connector, read_body};
+use super::transport::{Connector, Payload, read_body};
 use crate::error::{Error, ErrorKind, Result};
 
 /// What a credential source answers for a host.
@@ -386,7 +386,7 @@ async fn fetch_token(
                 encode(scope),
                 encode(token)
             );
-            (Method::POST, realm.clone(), Bytes::from(form))
+            (Method::POST, realm.clone(), Payload::Bytes(Bytes::from(form)))
         }
         other => {
             match other {
@@ -407,7 +407,7 @@ async fn fetch_token(
             if !scope.is_empty() {
                 url.push_str(&format!("&scope={}", encode(scope)));
             }
-            (Method::GET, url, Bytes::new())
+            (Method::GET, url, Payload::empty())
         }
     };
     let response = connector.send(method, &url, &headers, body).await?;

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use super::auth::Authorizer;
 use super::hosts::{self, Endpoint};
 use super::reference::Reference;
-use super::transport::{Connector, next_chunk, read_body};
+use super::transport::{Connector, Payload, next_chunk, read_body, resolve_location};
 use crate::content::Digest;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -251,6 +251,113 @@ impl Repository {
         })
     }
 
+    /// The endpoint pushes go to: the first that may push.
+    fn push_connector(&self) -> Result<&Connector> {
+        self.connectors
+            .iter()
+            .find(|c| c.endpoint().capabilities.push)
+            .ok_or_else(|| Error::failed_precondition(format!("{}: no registry endpoint may push", self.reference)))
+    }
+
+    fn push_scope(&self) -> String {
+        format!("repository:{}:pull,push", self.reference.repository)
+    }
+
+    /// Sends one push request to the push endpoint (`path` below its API
+    /// root, or an absolute URL the registry gave).
+    async fn push_request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Payload,
+    ) -> Result<Response<Incoming>> {
+        let connector = self.push_connector()?;
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            connector.url(path)
+        };
+        let mut headers = headers;
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        self.request_at(connector, &method, &url, &headers, &self.push_scope(), body)
+            .await
+    }
+
+    /// Whether the push endpoint has blob `digest` in this repository.
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool> {
+        let path = format!("/{}/blobs/{digest}", self.reference.repository);
+        match self
+            .push_request(Method::HEAD, &path, HeaderMap::new(), Payload::empty())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads blob `digest` (`body`), first asking the registry to mount
+    /// it from repository `mount_from` of the same registry where given.
+    /// Returns whether it was mounted rather than sent.
+    pub async fn upload_blob(&self, digest: &Digest, body: Payload, mount_from: Option<&str>) -> Result<bool> {
+        let repository = &self.reference.repository;
+        let start = match mount_from {
+            Some(from) => format!("/{repository}/blobs/uploads/?mount={digest}&from={from}"),
+            None => format!("/{repository}/blobs/uploads/"),
+        };
+        let response = self
+            .push_request(Method::POST, &start, HeaderMap::new(), Payload::empty())
+            .await?;
+        if response.status() == StatusCode::CREATED && mount_from.is_some() {
+            return Ok(true);
+        }
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| Error::unavailable(format!("{}: the upload of {digest} got no Location", self.reference)))?
+            .to_string();
+        let base = self.push_connector()?.url(&start);
+        let mut url = resolve_location(&base, &location);
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        let response = self.push_request(Method::PUT, &url, headers, body).await?;
+        if let Some(stored) = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            && stored != digest.to_string()
+        {
+            return Err(Error::failed_precondition(format!(
+                "{}: the registry stored {stored} for blob {digest}",
+                self.reference
+            )));
+        }
+        Ok(false)
+    }
+
+    /// Puts a manifest or index under `object` (a tag or its digest).
+    pub async fn put_manifest(&self, object: &str, media_type: &str, bytes: Bytes) -> Result<()> {
+        let path = format!("/{}/manifests/{object}", self.reference.repository);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(media_type)
+                .map_err(|_| Error::invalid_argument(format!("media type {media_type:?} is not a header value")))?,
+        );
+        self.push_request(Method::PUT, &path, headers, Payload::Bytes(bytes))
+            .await?;
+        Ok(())
+    }
+
     /// Sends to each endpoint able to serve `purpose` in turn: a 404 moves
     /// on to the next, a transient failure is retried, anything else ends.
     async fn request(
@@ -280,7 +387,17 @@ impl Repository {
             if !able {
                 continue;
             }
-            match self.request_at(connector, &method, path, &headers, &scope).await {
+            match self
+                .request_at(
+                    connector,
+                    &method,
+                    &connector.url(path),
+                    &headers,
+                    &scope,
+                    Payload::empty(),
+                )
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(e) if e.kind() == ErrorKind::NotFound => last = e,
                 Err(e) if e.kind() == ErrorKind::Unavailable && self.connectors.len() > 1 => last = e,
@@ -294,12 +411,12 @@ impl Repository {
         &self,
         connector: &Connector,
         method: &Method,
-        path: &str,
+        url: &str,
         headers: &HeaderMap,
         scope: &str,
+        body: Payload,
     ) -> Result<Response<Incoming>> {
         let host = &connector.endpoint().host;
-        let url = connector.url(path);
         let mut backoff = Duration::from_millis(200);
         let mut answered_401 = false;
         let mut attempt = 0;
@@ -309,7 +426,7 @@ impl Repository {
             if let Some(value) = self.auth.header(host, scope) {
                 headers.insert(http::header::AUTHORIZATION, value);
             }
-            let outcome = connector.send(method.clone(), &url, &headers, Bytes::new()).await;
+            let outcome = connector.send(method.clone(), url, &headers, body.clone()).await;
             let transient = match outcome {
                 Ok(response) => {
                     let status = response.status();
@@ -336,7 +453,7 @@ impl Repository {
                         StatusCode::NOT_FOUND => {
                             return Err(Error::not_found(format!(
                                 "{what}: {} not found{message}",
-                                last_part(path)
+                                last_part(url)
                             )));
                         }
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

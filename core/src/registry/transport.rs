@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
@@ -21,6 +22,63 @@ use crate::error::{Error, Result};
 /// Where Debian keeps the system's trusted CAs.
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 const MAX_REDIRECTS: usize = 5;
+
+/// What a request sends: bytes in memory, or a file streamed from disk
+/// (blobs being pushed), read afresh for every attempt.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// Bytes (empty for none).
+    Bytes(Bytes),
+    /// The whole of a file.
+    File(Arc<std::fs::File>, u64),
+}
+
+impl Payload {
+    /// No body.
+    pub fn empty() -> Self {
+        Self::Bytes(Bytes::new())
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes.len() as u64,
+            Self::File(_, size) => *size,
+        }
+    }
+
+    fn body(&self) -> BoxBody<Bytes, std::io::Error> {
+        match self {
+            Self::Bytes(bytes) => Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
+            Self::File(file, size) => {
+                let (file, size) = (Arc::clone(file), *size);
+                let chunks = futures_util::stream::unfold(0u64, move |offset| {
+                    let file = Arc::clone(&file);
+                    async move {
+                        if offset >= size {
+                            return None;
+                        }
+                        let want = (size - offset).min(FILE_CHUNK as u64) as usize;
+                        let read = tokio::task::spawn_blocking(move || {
+                            let mut buffer = vec![0u8; want];
+                            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buffer, offset).map(|()| buffer)
+                        })
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                        Some(match read {
+                            Ok(buffer) => (Ok(http_body::Frame::data(Bytes::from(buffer))), offset + want as u64),
+                            Err(e) => (Err(e), size),
+                        })
+                    }
+                });
+                StreamBody::new(chunks).boxed()
+            }
+        }
+    }
+}
+
+/// Bytes read from a file per body frame.
+const FILE_CHUNK: usize = 1 << 20;
 
 /// A connection's stream, plain or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -82,7 +140,7 @@ impl Connector {
         method: Method,
         url: &str,
         headers: &HeaderMap,
-        body: Bytes,
+        body: Payload,
     ) -> Result<Response<Incoming>> {
         let mut url = url.to_string();
         let mut headers = headers.clone();
@@ -120,7 +178,7 @@ impl Connector {
         method: Method,
         url: &str,
         headers: &HeaderMap,
-        body: Bytes,
+        body: Payload,
     ) -> Result<Response<Incoming>> {
         let (scheme, host, path) =
             split_url(url).ok_or_else(|| Error::invalid_argument(format!("{url:?} is not a URL")))?;
@@ -161,9 +219,14 @@ impl Connector {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .body(Full::new(body))
+            .body(body.body())
             .map_err(|e| Error::invalid_argument(format!("{url}: {e}")))?;
         *request.headers_mut() = headers.clone();
+        if body.len() > 0 || matches!(request.method(), &Method::PUT | &Method::POST | &Method::PATCH) {
+            request
+                .headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
         request.headers_mut().insert(
             http::header::HOST,
             HeaderValue::from_str(host).map_err(|e| unreachable(&e))?,
@@ -172,9 +235,12 @@ impl Connector {
             http::header::USER_AGENT,
             HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"))),
         );
-        tokio::time::timeout(self.stall_timeout, sender.send_request(request))
+        // The response comes after the whole body is sent: an upload has a
+        // second per MiB on top of the stall timeout.
+        let limit = self.stall_timeout + Duration::from_secs(body.len() >> 20);
+        tokio::time::timeout(limit, sender.send_request(request))
             .await
-            .map_err(|_| Error::unavailable(format!("{url}: no response in {:?}", self.stall_timeout)))?
+            .map_err(|_| Error::unavailable(format!("{url}: no response in {limit:?}")))?
             .map_err(|e| Error::unavailable(format!("{url}: {e}")))
     }
 }
@@ -333,7 +399,7 @@ fn host_name(host: &str) -> &str {
 }
 
 /// A Location header's target, absolute or relative to `base`.
-fn resolve_location(base: &str, location: &str) -> String {
+pub fn resolve_location(base: &str, location: &str) -> String {
     if split_url(location).is_some() {
         return location.to_string();
     }

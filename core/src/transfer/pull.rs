@@ -34,12 +34,12 @@ use crate::metadata::{MetadataStore, images, leases};
 use crate::registry::{Authorizer, CredentialSource, Reference, RegistryConfig, Repository};
 
 /// Media types of indexes (lists of manifests).
-const INDEX_TYPES: &[&str] = &[
+pub(crate) const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 /// Media types of image manifests.
-const MANIFEST_TYPES: &[&str] = &[
+pub(crate) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
@@ -656,7 +656,7 @@ fn ref_key(desc: &Descriptor) -> String {
 }
 
 /// A descriptor from its JSON form (checked digest, non-negative size).
-fn descriptor(value: &serde_json::Value) -> Result<Descriptor> {
+pub(crate) fn descriptor(value: &serde_json::Value) -> Result<Descriptor> {
     let text = |field: &str| {
         value
             .get(field)
@@ -689,7 +689,7 @@ fn descriptor(value: &serde_json::Value) -> Result<Descriptor> {
 }
 
 /// A platform from an index entry's `platform` or a config's fields.
-fn platform_of(value: &serde_json::Value) -> Platform {
+pub(crate) fn platform_of(value: &serde_json::Value) -> Platform {
     let text = |field: &str| {
         value
             .get(field)

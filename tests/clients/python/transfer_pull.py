@@ -1,4 +1,4 @@
-"""Pulls an image through berthd's Transfer service from Python's grpcio,
+"""Pulls (or, with --push, pushes) an image through berthd's Transfer service from Python's grpcio,
 as a program would: opens a Streaming stream for progress, calls
 Transfer(OCIRegistry -> ImageStore) with an unpack, and prints one JSON
 object with the progress it saw. With --user/--password it answers the
@@ -19,6 +19,7 @@ import queue
 import sys
 import tempfile
 import threading
+import time
 import uuid
 
 import grpc
@@ -73,6 +74,7 @@ def main():
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--scheme", default="")
+    parser.add_argument("--push", metavar="IMAGE", help="push image IMAGE to --ref instead of pulling")
     args = parser.parse_args()
 
     api_check.generate_stubs(tempfile.mkdtemp(prefix="berth-stubs-"), PROTOS)
@@ -145,21 +147,26 @@ def main():
         unpack.platform.CopyFrom(wanted)
         store.unpacks[0].platform.CopyFrom(wanted)
     source = registry_pb2.OCIRegistry(reference=args.ref, resolver=resolver)
+    if args.push:
+        # The other way: the image store is the source.
+        source, store = imagestore_pb2.ImageStore(name=args.push, platforms=store.platforms), source
     request = transfer_pb2.TransferRequest(
         source=pack(source),
         destination=pack(store),
         options=transfer_pb2.TransferOptions(progress_stream=progress_id),
     )
+    started = time.monotonic()
     try:
-        transfer.Transfer(request, metadata=metadata, timeout=300)
+        transfer.Transfer(request, metadata=metadata, timeout=1800)
     except grpc.RpcError as e:
         progress_stream.close()
         reader.join(timeout=10)
         print(json.dumps({"code": e.code().name, "details": e.details(), "progress": events}))
         sys.exit(3)
+    seconds = time.monotonic() - started
     progress_stream.close()
     reader.join(timeout=30)
-    print(json.dumps({"progress": events, "auth": auth_questions}))
+    print(json.dumps({"progress": events, "auth": auth_questions, "seconds": seconds}))
 
 
 if __name__ == "__main__":
