@@ -23,6 +23,7 @@ pub mod loopfs;
 pub mod registry;
 pub mod runc;
 pub mod seccomp_agent;
+pub mod token_server;
 pub mod tree;
 pub mod wait;
 pub mod wire_compat;

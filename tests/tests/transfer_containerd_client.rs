@@ -2,7 +2,8 @@
 //! containerd's protos, an implementation we did not write) pulls through
 //! berthd's Transfer service with a progress stream over Streaming; a
 //! multi-platform index picks the host's platform, or the one asked for,
-//! and a pull by digest records the same target.
+//! a pull by digest records the same target, and a push of the index (its
+//! host manifest) comes back by the same digest.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -192,6 +193,31 @@ async fn containerd_client_pulls_and_platforms_are_picked_from_an_index() {
     assert!(snapshots.contains(&layered.chain_id), "{snapshots}");
     let listed = ctr.ok(&["images", "ls"]);
     assert!(listed.contains(&by_digest), "{listed}");
+
+    // Pushed with containerd-client under a new repository (both platforms
+    // are held now), and a fresh daemon pulls that by digest.
+    let channel = containerd_client::connect(&daemon.socket).await.unwrap();
+    let mut transfer = containerd_client::services::v1::transfer_client::TransferClient::new(channel);
+    let pushed = format!("{}/pushed:1", registry.address);
+    let request = TransferRequest {
+        source: Some(to_any(&ImageStore {
+            name: reference.clone(),
+            ..Default::default()
+        })),
+        destination: Some(to_any(&OciRegistry {
+            reference: pushed.clone(),
+            resolver: Default::default(),
+        })),
+        options: None,
+    };
+    transfer
+        .transfer(containerd_client::with_namespace!(request, "default"))
+        .await
+        .expect("push");
+    let fresh = Daemon::start();
+    let back = format!("{}/pushed@{index_digest}", registry.address);
+    pull(&fresh.socket, &back, None).await.expect("pull the pushed index");
+    assert!(fresh.ctr().ok(&["snapshot", "ls"]).contains(&busybox.chain_id));
 
     // A platform the index lacks names itself.
     let status = pull(&daemon.socket, &reference, Some(platform("s390x")))

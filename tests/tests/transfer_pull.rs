@@ -7,6 +7,7 @@ use berth_tests::clients;
 use berth_tests::daemon::Daemon;
 use berth_tests::images;
 use berth_tests::registry::{Registry, RegistryOptions};
+use berth_tests::token_server::TokenServer;
 
 /// Runs the Python pull client; its exit status and JSON report.
 fn python_pull(daemon: &Daemon, args: &[&str]) -> (bool, serde_json::Value) {
@@ -204,4 +205,41 @@ fn https_with_a_ca_from_hosts_toml_and_basic_auth_from_the_auth_stream_or_a_dock
     let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
     assert!(ok, "{report}\n{}", daemon.log());
     assert!(daemon.ctr().ok(&["images", "ls"]).contains(&reference));
+}
+
+#[test]
+fn bearer_tokens_from_a_token_server_are_fetched_with_the_credentials_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), "puller", "t0ken-pw");
+    let mut registry = Registry::start_with(RegistryOptions {
+        auth: Some(tokens.registry_auth()),
+        ..Default::default()
+    });
+    registry.login = Some(("puller".into(), "t0ken-pw".into()));
+    let busybox = images::busybox();
+    registry.push_oci_archive(&busybox.oci_tar, "tokened/busybox:1");
+    let reference = format!("{}/tokened/busybox:1", registry.address);
+    let daemon = Daemon::start();
+
+    let (ok, report) = python_pull(
+        &daemon,
+        &["--ref", &reference, "--user", "puller", "--password", "nope"],
+    );
+    assert!(!ok);
+    assert_eq!(report["code"], "PERMISSION_DENIED", "{report}");
+    assert!(report["details"].as_str().unwrap().contains("token"), "{report}");
+
+    let before = tokens.issued.load(std::sync::atomic::Ordering::Relaxed);
+    let (ok, report) = python_pull(
+        &daemon,
+        &["--ref", &reference, "--user", "puller", "--password", "t0ken-pw"],
+    );
+    assert!(ok, "{report}\n{}", daemon.log());
+    // One token for the whole pull: every request after the first reuses it.
+    let used = tokens.issued.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(used, 1, "tokens fetched for one pull");
+    let out = daemon
+        .ctr()
+        .ok(&["run", "--rm", &reference, "token-run", "echo", "with-a-token"]);
+    assert!(out.contains("with-a-token"), "{out}");
 }
