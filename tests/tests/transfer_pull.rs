@@ -33,9 +33,18 @@ fn a_python_client_pulls_through_transfer_and_ctr_runs_the_image() {
     let daemon = Daemon::start();
     let ctr = daemon.ctr();
     let reference = format!("{}/tools/busybox:1", registry.address);
+    let subscription = ctr.spawn(&["events"]);
+    // The subscription is live once it sees a marker event.
+    ctr.ok(&["namespaces", "create", "marker"]);
+    berth_tests::wait::until(std::time::Duration::from_secs(10), "ctr events to subscribe", || {
+        ctr.run(&["namespaces", "label", "marker", "seen=1"]);
+        subscription.stdout().contains("/namespaces/update").then_some(())
+    });
 
     let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
     assert!(ok, "pull failed: {report}\n{}", daemon.log());
+    // The image record's event, as containerd publishes it.
+    subscription.wait_for_line(&["/images/create", &reference], std::time::Duration::from_secs(10));
     let progress = report["progress"].as_array().unwrap();
     let events: Vec<&str> = progress.iter().map(|p| p["event"].as_str().unwrap()).collect();
     assert!(
@@ -79,6 +88,7 @@ fn a_python_client_pulls_through_transfer_and_ctr_runs_the_image() {
     // Pulling again downloads nothing: every blob is already there.
     let (ok, report) = python_pull(&daemon, &["--ref", &reference]);
     assert!(ok, "{report}");
+    subscription.wait_for_line(&["/images/update", &reference], std::time::Duration::from_secs(10));
     let again = report["progress"].as_array().unwrap();
     assert!(
         again.iter().all(|p| p["event"] != "downloading"),
