@@ -146,3 +146,26 @@ fn a_pull_cut_off_by_a_daemon_crash_downloads_only_what_was_not_committed() {
         .ok(&["run", "--rm", &reference, "after-crash", "ls", "/data"]);
     assert!(out.contains("links"), "{out}");
 }
+
+#[test]
+fn a_pull_its_client_gives_up_on_releases_its_lease() {
+    let busybox = images::busybox();
+    let layer = busybox.layer_digests[0].clone();
+    let registry = FakeRegistry::serve(&busybox.oci_tar, "gone/busybox", "1", Fault::Stall(layer));
+    let daemon = Daemon::start();
+    let target = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/gone/busybox:1", registry.address);
+    let out = clients::python_script(
+        "transfer_pull.py",
+        &["--target", &target, "--ref", &reference, "--timeout", "2"],
+    );
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["code"], "DEADLINE_EXCEEDED", "{report}");
+    // The stalled download stops and the pull's lease goes with the call.
+    let ctr = daemon.ctr();
+    berth_tests::wait::until(std::time::Duration::from_secs(10), "the pull's lease to go", || {
+        ctr.ok(&["leases", "ls", "-q"]).trim().is_empty().then_some(())
+    });
+    assert!(ctr.ok(&["images", "ls", "-q"]).trim().is_empty());
+}

@@ -132,7 +132,17 @@ impl Puller {
         let reference = Reference::parse(&request.reference)?;
         let namespace = request.namespace.clone();
         let lease = self.create_lease(&namespace).await?;
-        let outcome = self.pull_leased(&request, &reference, &lease, &progress).await;
+        let mut cancelled = Cancelled {
+            meta: self.meta.clone(),
+            namespace: namespace.clone(),
+            lease: lease.clone(),
+            downloads: std::sync::Mutex::new(Vec::new()),
+            armed: true,
+        };
+        let outcome = self
+            .pull_leased(&request, &reference, &lease, &progress, &cancelled.downloads)
+            .await;
+        cancelled.armed = false;
         let (ns, id) = (namespace.clone(), lease.clone());
         if let Err(e) = self.meta.write(move |txn| leases::delete(txn, &ns, &id)).await {
             tracing::warn!(lease, error = %e, "releasing a pull's lease failed; it expires by itself");
@@ -161,6 +171,7 @@ impl Puller {
         reference: &Reference,
         lease: &str,
         progress: &ProgressSink,
+        downloads_started: &std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     ) -> Result<Image> {
         let ns = request.namespace.as_str();
         let event = |text: String| {
@@ -303,6 +314,10 @@ impl Puller {
                             .await
                     })
                 };
+                downloads_started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(task.abort_handle());
                 let download: BoxFuture<'static, Result<()>> = Box::pin(async move {
                     task.await
                         .map_err(|e| Error::internal(format!("a layer download ended: {e}")))?
@@ -634,6 +649,35 @@ impl Puller {
             }
         }
         Ok(())
+    }
+}
+
+/// A pull dropped before it ended (its client cancelled the call): its
+/// downloads stop and its lease goes, so GC may free what it held.
+struct Cancelled {
+    meta: MetadataStore,
+    namespace: String,
+    lease: String,
+    downloads: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    armed: bool,
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for download in self.downloads.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            download.abort();
+        }
+        let (meta, ns, id) = (self.meta.clone(), self.namespace.clone(), self.lease.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = meta.write(move |txn| leases::delete(txn, &ns, &id)).await {
+                    tracing::warn!(error = %e, "releasing a cancelled pull's lease failed; it expires by itself");
+                }
+            });
+        }
     }
 }
 

@@ -74,6 +74,7 @@ def main():
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--scheme", default="")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds the Transfer call may take")
     parser.add_argument("--push", metavar="IMAGE", help="push image IMAGE to --ref instead of pulling")
     args = parser.parse_args()
 
@@ -157,7 +158,7 @@ def main():
     )
     started = time.monotonic()
     try:
-        transfer.Transfer(request, metadata=metadata, timeout=1800)
+        transfer.Transfer(request, metadata=metadata, timeout=args.timeout)
     except grpc.RpcError as e:
         progress_stream.close()
         reader.join(timeout=10)
