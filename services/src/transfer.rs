@@ -24,7 +24,6 @@ use berth_core::registry::{CredentialSource, Credentials};
 use berth_core::snapshots::namespaced::NamespacedSnapshots;
 use berth_core::transfer::{LocalTransfer, ProgressSink, PullRequest, Puller, PushRequest, Pusher, Unpacker};
 use berth_core::{Error, ErrorKind};
-use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::namespace_header::{namespace_required, required};
@@ -94,10 +93,8 @@ impl TransferService {
         destination: &prost_types::Any,
         progress: ProgressSink,
     ) -> Result<(), Error> {
-        let store = ImageStore::decode(source.value.as_slice())
-            .map_err(|e| Error::invalid_argument(format!("source {IMAGE_STORE}: {e}")))?;
-        let registry = OciRegistry::decode(destination.value.as_slice())
-            .map_err(|e| Error::invalid_argument(format!("destination {OCI_REGISTRY}: {e}")))?;
+        let store: ImageStore = decode(source, "source", IMAGE_STORE)?;
+        let registry: OciRegistry = decode(destination, "destination", OCI_REGISTRY)?;
         if registry.reference.is_empty() {
             return Err(Error::invalid_argument(
                 "destination OCIRegistry: the reference must be set",
@@ -127,10 +124,8 @@ impl TransferService {
         destination: &prost_types::Any,
         progress: ProgressSink,
     ) -> Result<(), Error> {
-        let registry = OciRegistry::decode(source.value.as_slice())
-            .map_err(|e| Error::invalid_argument(format!("source {OCI_REGISTRY}: {e}")))?;
-        let store = ImageStore::decode(destination.value.as_slice())
-            .map_err(|e| Error::invalid_argument(format!("destination {IMAGE_STORE}: {e}")))?;
+        let registry: OciRegistry = decode(source, "source", OCI_REGISTRY)?;
+        let store: ImageStore = decode(destination, "destination", IMAGE_STORE)?;
         if registry.reference.is_empty() {
             return Err(Error::invalid_argument("source OCIRegistry: the reference must be set"));
         }
@@ -199,6 +194,11 @@ impl Transfer for TransferService {
         outcome?;
         Ok(Response::new(()))
     }
+}
+
+/// The `role` (source or destination) of a transfer as its `type_name`.
+fn decode<M: prost::Message + Default>(any: &prost_types::Any, role: &str, type_name: &str) -> Result<M, Error> {
+    M::decode(any.value.as_slice()).map_err(|e| Error::invalid_argument(format!("{role} {type_name}: {e}")))
 }
 
 /// Credentials asked of the client over its auth stream, one question at

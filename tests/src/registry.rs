@@ -119,8 +119,17 @@ impl Registry {
 
     /// Pushes an OCI archive to `<address>/<repository>` with skopeo.
     pub fn push_oci_archive(&self, archive: &Path, repository: &str) {
+        self.skopeo_copy(archive, repository, &[]);
+    }
+
+    /// Pushes an OCI archive holding an index, every platform of it.
+    pub fn push_oci_archive_all(&self, archive: &Path, repository: &str) {
+        self.skopeo_copy(archive, repository, &["--all"]);
+    }
+
+    fn skopeo_copy(&self, archive: &Path, repository: &str, extra: &[&str]) {
         let mut skopeo = Command::new(binaries::host("skopeo"));
-        skopeo.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        skopeo.args(["copy", "--quiet", "--dest-tls-verify=false"]).args(extra);
         if let Some((user, password)) = &self.login {
             skopeo.arg(format!("--dest-creds={user}:{password}"));
         }
@@ -131,22 +140,8 @@ impl Registry {
             .expect("run skopeo (install skopeo)");
         assert!(
             output.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Pushes an OCI archive holding an index, every platform of it.
-    pub fn push_oci_archive_all(&self, archive: &Path, repository: &str) {
-        let output = Command::new(binaries::host("skopeo"))
-            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{}/{repository}", self.address))
-            .output()
-            .expect("run skopeo (install skopeo)");
-        assert!(
-            output.status.success(),
-            "skopeo copy --all failed: {}",
+            "skopeo copy {} failed: {}",
+            extra.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
     }
