@@ -20,6 +20,7 @@ macro_rules! routed_service {
     }};
 }
 
+pub mod byte_stream;
 pub mod containers;
 pub mod content;
 pub mod diff;

@@ -31,7 +31,7 @@ pub struct StreamHandle {
     /// The stream's name.
     pub id: String,
     to_client: mpsc::UnboundedSender<Result<Any, Status>>,
-    from_client: tokio::sync::Mutex<mpsc::UnboundedReceiver<Any>>,
+    from_client: tokio::sync::Mutex<mpsc::UnboundedReceiver<Result<Any, Status>>>,
 }
 
 impl StreamHandle {
@@ -40,9 +40,25 @@ impl StreamHandle {
         self.to_client.send(Ok(message)).is_ok()
     }
 
-    /// The client's next message; None once it closed its side.
+    /// The client's next message; None once it closed its side (or its
+    /// call failed).
     pub async fn recv(&self) -> Option<Any> {
-        self.from_client.lock().await.recv().await
+        self.recv_checked().await.ok().flatten()
+    }
+
+    /// The client's next message; None once it closed its side, an error
+    /// when its call failed instead (cancelled, reset): a byte stream cut
+    /// off is not a complete one.
+    pub async fn recv_checked(&self) -> Result<Option<Any>, Error> {
+        match self.from_client.lock().await.recv().await {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(status)) => Err(Error::unavailable(format!(
+                "stream {:?} was cut off: {}",
+                self.id,
+                status.message()
+            ))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -145,9 +161,18 @@ impl Streaming for StreamingService {
         let (streams, id) = (Arc::clone(&self.streams), init.id);
         tokio::spawn(async move {
             // Until the client closes its side or goes away.
-            while let Ok(Some(message)) = incoming.message().await {
-                if forward.send(message).is_err() {
-                    break;
+            loop {
+                match incoming.message().await {
+                    Ok(Some(message)) => {
+                        if forward.send(Ok(message)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = forward.send(Err(status));
+                        break;
+                    }
                 }
             }
             // A stream nobody took goes when its client does.

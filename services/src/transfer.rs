@@ -2,17 +2,21 @@
 //! `containerd.types.transfer` messages, in the daemon, as containerd 1.7+
 //! does; clients in any language pull with one call.
 //!
-//! Served now: OCIRegistry → ImageStore (pull, with unpack) and
-//! ImageStore → OCIRegistry (push). Progress goes
-//! back over the Streaming stream the options name; a resolver's
-//! `auth_stream` is asked for credentials when a registry challenges.
+//! Served: OCIRegistry → ImageStore (pull, with unpack), ImageStore →
+//! OCIRegistry (push), ImageImportStream → ImageStore (import of an
+//! archive the client streams) and ImageStore → ImageExportStream (export).
+//! Progress goes back over the Streaming stream the options name; a
+//! resolver's `auth_stream` is asked for credentials when a registry
+//! challenges; archives travel over their own streams.
 
 use std::sync::Arc;
 
 use berth_api::any::{self, type_name};
 use berth_api::containerd::services::transfer::v1::TransferRequest;
 use berth_api::containerd::services::transfer::v1::transfer_server::{Transfer, TransferServer};
-use berth_api::containerd::types::transfer::{AuthRequest, AuthResponse, AuthType, ImageStore, OciRegistry};
+use berth_api::containerd::types::transfer::{
+    AuthRequest, AuthResponse, AuthType, ImageExportStream, ImageImportStream, ImageStore, OciRegistry,
+};
 use berth_core::content::ContentStore;
 use berth_core::content::namespaced::NamespacedContent;
 use berth_core::events::Exchange;
@@ -22,21 +26,29 @@ use berth_core::plugin::{Registration, types};
 use berth_core::registry::auth::{Anonymous, Chain, CredentialsFuture, DockerConfig};
 use berth_core::registry::{CredentialSource, Credentials};
 use berth_core::snapshots::namespaced::NamespacedSnapshots;
-use berth_core::transfer::{LocalTransfer, ProgressSink, PullRequest, Puller, PushRequest, Pusher, Unpacker};
+use berth_core::transfer::{
+    ExportRequest, Exporter, ImportRequest, Importer, LocalTransfer, ProgressSink, PullRequest, Puller, PushRequest,
+    Pusher, Unpacker,
+};
 use berth_core::{Error, ErrorKind};
 use tonic::{Request, Response, Status};
 
+use crate::byte_stream;
 use crate::namespace_header::{namespace_required, required};
 use crate::streaming::{StreamHandle, Streams};
 
 const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
 const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
+const IMPORT_STREAM: &str = "containerd.types.transfer.ImageImportStream";
+const EXPORT_STREAM: &str = "containerd.types.transfer.ImageExportStream";
 
 /// Answers the Transfer service.
 #[derive(Debug)]
 pub struct TransferService {
     puller: Arc<Puller>,
     pusher: Arc<Pusher>,
+    importer: Arc<Importer>,
+    exporter: Arc<Exporter>,
     streams: Arc<Streams>,
     docker_config: Option<Arc<DockerConfig>>,
 }
@@ -48,6 +60,8 @@ impl TransferService {
         Self {
             puller: Arc::clone(&transfer.puller),
             pusher: Arc::clone(&transfer.pusher),
+            importer: Arc::clone(&transfer.importer),
+            exporter: Arc::clone(&transfer.exporter),
             streams,
             docker_config,
         }
@@ -115,6 +129,90 @@ impl TransferService {
             credentials,
         };
         self.pusher.push(request, progress).await.map(|_| ())
+    }
+
+    async fn import(
+        &self,
+        namespace: String,
+        source: &prost_types::Any,
+        destination: &prost_types::Any,
+        progress: ProgressSink,
+    ) -> Result<(), Error> {
+        let archive: ImageImportStream = decode(source, "source", IMPORT_STREAM)?;
+        let store: ImageStore = decode(destination, "destination", IMAGE_STORE)?;
+        if archive.stream.is_empty() {
+            return Err(Error::invalid_argument(
+                "source ImageImportStream: the stream must be set",
+            ));
+        }
+        let stream = self.streams.take(&namespace, &archive.stream).await?;
+        let (reader, pump) = byte_stream::receive(stream);
+        let request = ImportRequest {
+            namespace,
+            force_compress: archive.force_compress,
+            store,
+        };
+        let outcome = self.importer.import(request, reader, progress).await;
+        // Whatever the client still sends is not wanted now.
+        pump.abort();
+        outcome.map(|_| ())
+    }
+
+    async fn export(
+        &self,
+        namespace: String,
+        source: &prost_types::Any,
+        destination: &prost_types::Any,
+        progress: ProgressSink,
+    ) -> Result<(), Error> {
+        let store: ImageStore = decode(source, "source", IMAGE_STORE)?;
+        let archive: ImageExportStream = decode(destination, "destination", EXPORT_STREAM)?;
+        if archive.stream.is_empty() {
+            return Err(Error::invalid_argument(
+                "destination ImageExportStream: the stream must be set",
+            ));
+        }
+        let mut images = Vec::new();
+        if !store.name.is_empty() {
+            images.push(store.name.clone());
+        }
+        for reference in &store.extra_references {
+            if reference.is_prefix {
+                return Err(Error::not_implemented(format!(
+                    "source ImageStore: export of the images under prefix {:?}",
+                    reference.name
+                )));
+            }
+            images.push(reference.name.clone());
+        }
+        if images.is_empty() {
+            return Err(Error::invalid_argument("source ImageStore: name the image to export"));
+        }
+        let stream = self.streams.take(&namespace, &archive.stream).await?;
+        let request = ExportRequest {
+            namespace,
+            images,
+            platforms: archive.platforms,
+            all_platforms: archive.all_platforms,
+            skip_compatibility_manifest: archive.skip_compatibility_manifest,
+            skip_non_distributable: archive.skip_non_distributable,
+        };
+        let event = |text: &str| {
+            progress(berth_api::containerd::types::transfer::Progress {
+                event: text.to_string(),
+                ..Default::default()
+            })
+        };
+        event("Exporting");
+        let (chunks, receiver) = tokio::sync::mpsc::channel(8);
+        let (written, sent) = tokio::join!(
+            self.exporter.export(request, chunks),
+            byte_stream::send(&stream, receiver)
+        );
+        written?;
+        sent?;
+        event("Completed export");
+        Ok(())
     }
 
     async fn pull(
@@ -185,6 +283,8 @@ impl Transfer for TransferService {
         let outcome = match (from, to) {
             (OCI_REGISTRY, IMAGE_STORE) => self.pull(namespace, &source, &destination, progress).await,
             (IMAGE_STORE, OCI_REGISTRY) => self.push(namespace, &source, &destination, progress).await,
+            (IMPORT_STREAM, IMAGE_STORE) => self.import(namespace, &source, &destination, progress).await,
+            (IMAGE_STORE, EXPORT_STREAM) => self.export(namespace, &source, &destination, progress).await,
             _ => Err(Error::not_implemented(format!(
                 "transfer from {from} to {to} is not supported"
             ))),
@@ -266,10 +366,14 @@ pub fn local_registration() -> Registration {
                 let unpacker = Unpacker::new(content.clone(), snapshots, differs);
                 let downloads = config.max_concurrent_downloads;
                 let pusher = Pusher::new(content.clone(), (*meta).clone(), config.clone());
+                let importer = Importer::new(content.clone(), unpacker.clone(), (*meta).clone(), Arc::clone(&events));
+                let exporter = Exporter::new(content.clone(), (*meta).clone());
                 let puller = Puller::new(content, unpacker, (*meta).clone(), events, config, downloads);
                 let transfer = LocalTransfer {
                     puller: Arc::new(puller),
                     pusher: Arc::new(pusher),
+                    importer: Arc::new(importer),
+                    exporter: Arc::new(exporter),
                 };
                 Ok(Arc::new(transfer) as berth_core::plugin::Instance)
             })

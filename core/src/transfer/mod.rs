@@ -1,12 +1,22 @@
 //! The daemon side of containerd's Transfer API: moving images between a
 //! registry and the image store: pull (with platform selection and
-//! unpacking, under a lease) and push.
+//! unpacking, under a lease) and push; and between the image store and
+//! image archives a client streams: import and export.
 
+mod archive_read;
+pub mod channel_io;
+pub mod export;
+pub mod image_names;
+pub mod import;
+mod lease;
 pub mod platform;
 pub mod pull;
 pub mod push;
+mod records;
 pub mod unpack;
 
+pub use export::{ExportRequest, Exporter};
+pub use import::{ImportRequest, Importer};
 pub use pull::{ProgressSink, PullRequest, Puller};
 pub use push::{PushRequest, Pusher};
 pub use unpack::Unpacker;
@@ -18,4 +28,8 @@ pub struct LocalTransfer {
     pub puller: std::sync::Arc<Puller>,
     /// Image store → registry.
     pub pusher: std::sync::Arc<Pusher>,
+    /// Archive stream → image store.
+    pub importer: std::sync::Arc<Importer>,
+    /// Image store → archive stream.
+    pub exporter: std::sync::Arc<Exporter>,
 }

@@ -13,16 +13,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use berth_api::containerd::services::images::v1::{Image, ImageCreate, ImageUpdate};
+use berth_api::containerd::services::images::v1::Image;
 use berth_api::containerd::types::transfer::Progress;
 use berth_api::containerd::types::{Descriptor, Platform};
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 
+use super::lease::TransferLease;
 use super::platform;
+use super::records::record_image;
 use super::unpack::{Unpack, Unpacker};
 use crate::content::Digest;
 use crate::content::namespaced::{ContentWriter, NamespacedContent};
@@ -30,7 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::Exchange;
 use crate::keyed_lock::KeyedLocks;
 use crate::labels::LabelUpdate;
-use crate::metadata::{MetadataStore, images, leases};
+use crate::metadata::MetadataStore;
 use crate::registry::{Authorizer, CredentialSource, Reference, RegistryConfig, Repository};
 
 /// Media types of indexes (lists of manifests).
@@ -43,8 +45,6 @@ pub(crate) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
-/// How long a pull's lease outlives a daemon that died during it.
-const LEASE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Bytes gathered before one write to the ingest.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -130,50 +130,21 @@ impl Puller {
     /// Pulls `request`; returns the image record made or updated.
     pub async fn pull(self: &Arc<Self>, request: PullRequest, progress: ProgressSink) -> Result<Image> {
         let reference = Reference::parse(&request.reference)?;
-        let namespace = request.namespace.clone();
-        let lease = self.create_lease(&namespace).await?;
-        let mut cancelled = Cancelled {
-            meta: self.meta.clone(),
-            namespace: namespace.clone(),
-            lease: lease.clone(),
-            downloads: std::sync::Mutex::new(Vec::new()),
-            armed: true,
-        };
-        let outcome = self
-            .pull_leased(&request, &reference, &lease, &progress, &cancelled.downloads)
-            .await;
-        cancelled.armed = false;
-        let (ns, id) = (namespace.clone(), lease.clone());
-        if let Err(e) = self.meta.write(move |txn| leases::delete(txn, &ns, &id)).await {
-            tracing::warn!(lease, error = %e, "releasing a pull's lease failed; it expires by itself");
-        }
+        let lease = TransferLease::create(&self.meta, &request.namespace, "pull").await?;
+        let outcome = self.pull_leased(&request, &reference, &lease, &progress).await;
+        lease.release().await;
         outcome
-    }
-
-    async fn create_lease(&self, namespace: &str) -> Result<String> {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let id = format!("transfer-pull-{nanos}");
-        let expire = crate::timestamps::format_rfc3339(SystemTime::now() + LEASE_LIFETIME);
-        let labels = HashMap::from([(leases::EXPIRE_LABEL.to_string(), expire)]);
-        let (ns, lease) = (namespace.to_string(), id.clone());
-        self.meta
-            .write(move |txn| leases::create(txn, &ns, &lease, labels).map(|_| ()))
-            .await?;
-        Ok(id)
     }
 
     async fn pull_leased(
         self: &Arc<Self>,
         request: &PullRequest,
         reference: &Reference,
-        lease: &str,
+        transfer_lease: &TransferLease,
         progress: &ProgressSink,
-        downloads_started: &std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     ) -> Result<Image> {
         let ns = request.namespace.as_str();
+        let lease = transfer_lease.id();
         let event = |text: String| {
             progress(Progress {
                 event: text,
@@ -314,10 +285,7 @@ impl Puller {
                             .await
                     })
                 };
-                downloads_started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(task.abort_handle());
+                transfer_lease.track(task.abort_handle());
                 let download: BoxFuture<'static, Result<()>> = Box::pin(async move {
                     task.await
                         .map_err(|e| Error::internal(format!("a layer download ended: {e}")))?
@@ -415,41 +383,7 @@ impl Puller {
             created_at: None,
             updated_at: None,
         };
-        let (n, candidate) = (ns.to_string(), image.clone());
-        let (stored, created) = self
-            .meta
-            .write(move |txn| match images::create(txn, &n, candidate.clone()) {
-                Ok(image) => Ok((image, true)),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    images::update(txn, &n, candidate, &[]).map(|image| (image, false))
-                }
-                Err(e) => Err(e),
-            })
-            .await?;
-        let labels = stored.labels.clone();
-        let published = if created {
-            self.events.publish(
-                ns,
-                "/images/create",
-                &ImageCreate {
-                    name: name.to_string(),
-                    labels,
-                },
-            )
-        } else {
-            self.events.publish(
-                ns,
-                "/images/update",
-                &ImageUpdate {
-                    name: name.to_string(),
-                    labels,
-                },
-            )
-        };
-        if let Err(e) = published {
-            tracing::warn!(error = %e, "publishing an image event failed");
-        }
-        Ok(stored)
+        record_image(&self.meta, &self.events, ns, image).await
     }
 
     /// Stores bytes already fetched and verified, with `labels`.
@@ -649,35 +583,6 @@ impl Puller {
             }
         }
         Ok(())
-    }
-}
-
-/// A pull dropped before it ended (its client cancelled the call): its
-/// downloads stop and its lease goes, so GC may free what it held.
-struct Cancelled {
-    meta: MetadataStore,
-    namespace: String,
-    lease: String,
-    downloads: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
-    armed: bool,
-}
-
-impl Drop for Cancelled {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for download in self.downloads.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            download.abort();
-        }
-        let (meta, ns, id) = (self.meta.clone(), self.namespace.clone(), self.lease.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = meta.write(move |txn| leases::delete(txn, &ns, &id)).await {
-                    tracing::warn!(error = %e, "releasing a cancelled pull's lease failed; it expires by itself");
-                }
-            });
-        }
     }
 }
 
