@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::channel_io::ChannelWriter;
 use super::image_names::{IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+use super::json_blob::read_json_blob;
 use super::platform;
 use super::pull::{INDEX_TYPES, MANIFEST_TYPES, descriptor, platform_of};
 use crate::content::Digest;
@@ -27,9 +28,6 @@ use crate::content::namespaced::NamespacedContent;
 use crate::error::{Error, Result};
 use crate::metadata::{MetadataStore, images};
 use crate::registry::Reference;
-
-/// The biggest index or manifest read for an export.
-const JSON_LIMIT: i64 = 20 << 20;
 
 /// What to export.
 #[derive(Debug, Default)]
@@ -239,24 +237,9 @@ impl Exporter {
     }
 
     async fn read_json(&self, ns: &str, desc: &Descriptor) -> Result<serde_json::Value> {
-        let digest = Digest::parse(&desc.digest)?;
-        let (file, size) = self.content.open(ns, &digest).await?;
-        if size > JSON_LIMIT {
-            return Err(Error::invalid_argument(format!(
-                "{}: {size} bytes, too big to read",
-                desc.digest
-            )));
-        }
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut bytes = Vec::new();
-            file.take(JSON_LIMIT as u64)
-                .read_to_end(&mut bytes)
-                .map(|_| bytes)
-                .map_err(|e| Error::io(format!("content {digest}"), &e))
-        })
-        .await
-        .map_err(|e| Error::internal(format!("a blob read ended: {e}")))??;
-        serde_json::from_slice(&bytes).map_err(|e| Error::invalid_argument(format!("{}: {e}", desc.digest)))
+        read_json_blob(&self.content, ns, desc)
+            .await
+            .map_err(|e| e.with_context(&desc.digest))
     }
 }
 

@@ -20,6 +20,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 
 use super::archive_read::{ArchiveTarget, read_archive};
+use super::json_blob::read_json_blob;
 use super::lease::TransferLease;
 use super::pull::{INDEX_TYPES, MANIFEST_TYPES, ProgressSink, descriptor, platform_of};
 use super::records::record_image;
@@ -32,8 +33,6 @@ use crate::events::Exchange;
 use crate::labels::LabelUpdate;
 use crate::metadata::MetadataStore;
 
-/// The biggest index or manifest read from an archive.
-const JSON_LIMIT: i64 = 20 << 20;
 /// How deep indexes may nest.
 const MAX_DEPTH: usize = 4;
 
@@ -353,30 +352,12 @@ impl Importer {
 
     /// A JSON blob of the archive (`what` names it in errors).
     async fn read_json(&self, ns: &str, desc: &Descriptor, what: &str) -> Result<serde_json::Value> {
-        let digest = Digest::parse(&desc.digest)?;
-        let (file, size) = self.content.open(ns, &digest).await.map_err(|e| {
+        read_json_blob(&self.content, ns, desc).await.map_err(|e| {
             if e.is_not_found() {
                 Error::invalid_argument(format!("archive {what} {}: not in the archive", desc.digest))
             } else {
-                e
+                e.with_context(format!("archive {what} {}", desc.digest))
             }
-        })?;
-        if size > JSON_LIMIT {
-            return Err(Error::invalid_argument(format!(
-                "archive {what} {}: {size} bytes, over the {JSON_LIMIT} bytes allowed",
-                desc.digest
-            )));
-        }
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut bytes = Vec::new();
-            file.take(JSON_LIMIT as u64)
-                .read_to_end(&mut bytes)
-                .map(|_| bytes)
-                .map_err(|e| Error::io("an archive blob", &e))
         })
-        .await
-        .map_err(|e| Error::internal(format!("a blob read ended: {e}")))??;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::invalid_argument(format!("archive {what} {}: {e}", desc.digest)))
     }
 }

@@ -8,6 +8,7 @@ pub mod channel_io;
 pub mod export;
 pub mod image_names;
 pub mod import;
+mod json_blob;
 mod lease;
 pub mod platform;
 pub mod pull;
