@@ -51,6 +51,7 @@ pub struct TransferService {
     exporter: Arc<Exporter>,
     streams: Arc<Streams>,
     docker_config: Option<Arc<DockerConfig>>,
+    collector: GarbageCollector,
 }
 
 impl TransferService {
@@ -64,6 +65,7 @@ impl TransferService {
             exporter: Arc::clone(&transfer.exporter),
             streams,
             docker_config,
+            collector: transfer.collector.clone(),
         }
     }
 
@@ -279,6 +281,10 @@ impl Transfer for TransferService {
             }
             None => Arc::new(|_| {}),
         };
+        // A transfer that fails or is dropped half-way has released the
+        // lease over what it wrote; a pass frees that now, not at the next
+        // deletion.
+        let unfinished = CollectUnlessFinished(Some(self.collector.clone()));
         let (from, to) = (type_name(&source.type_url), type_name(&destination.type_url));
         let outcome = match (from, to) {
             (OCI_REGISTRY, IMAGE_STORE) => self.pull(namespace, &source, &destination, progress).await,
@@ -292,7 +298,26 @@ impl Transfer for TransferService {
         // Dropping the handle ends the progress stream for the client.
         drop(progress_handle);
         outcome?;
+        unfinished.finished();
         Ok(Response::new(()))
+    }
+}
+
+/// Schedules a garbage collection pass when dropped before
+/// [`CollectUnlessFinished::finished`].
+struct CollectUnlessFinished(Option<GarbageCollector>);
+
+impl CollectUnlessFinished {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CollectUnlessFinished {
+    fn drop(&mut self) {
+        if let Some(collector) = self.0.take() {
+            collector.schedule();
+        }
     }
 }
 
@@ -374,6 +399,7 @@ pub fn local_registration() -> Registration {
                     pusher: Arc::new(pusher),
                     importer: Arc::new(importer),
                     exporter: Arc::new(exporter),
+                    collector: (*gc).clone(),
                 };
                 Ok(Arc::new(transfer) as berth_core::plugin::Instance)
             })

@@ -120,7 +120,12 @@ async fn import(socket: &Path, archive: Vec<u8>, store: ImageStore) -> Result<Ve
             window -= n as i64;
             rest = after;
         }
-        // Dropping the sender closes the client's side: the end of the archive.
+        // Dropping the sender closes the client's side: the end of the
+        // archive. The stream stays open (as containerd's client keeps it)
+        // until the daemon ends it: dropping it now would cancel the call
+        // and lose what is still queued to go.
+        drop(sender);
+        while let Ok(Some(_)) = grants.message().await {}
     });
     let source = ImageImportStream {
         stream: id,
@@ -326,6 +331,19 @@ async fn containerd_client_imports_an_oci_archive_and_exports_it_for_ctr() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_archives_are_refused_by_name_and_leave_nothing() {
+    // What a failed import stored was only held by its lease: collected
+    // once the import failed (soon, not at some later deletion).
+    fn collected(ctr: &berth_tests::ctr::Ctr, digest: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ctr.ok(&["content", "ls", "-q"]).contains(digest) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{digest}, stored by a failed import, was never collected"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     let busybox = images::busybox();
     let daemon = Daemon::start();
     let ctr = daemon.ctr();
@@ -354,8 +372,20 @@ async fn bad_archives_are_refused_by_name_and_leave_nothing() {
                 files.push((path.as_str(), bytes.as_slice()));
             }
         }
+        // The layer first, so a later bad entry fails an import that has
+        // already stored something.
+        files.sort_by_key(|(path, _)| (*path != layer_path, path.to_string()));
         tar_of(&files)
     };
+
+    // A manifest whose layer the archive lacks (and the store does
+    // not hold).
+    let status = import(&daemon.socket, with(&layer_path, None), store())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(&busybox.layer_digest), "{status:?}");
+    collected(&ctr, &busybox.config_digest);
 
     // A blob whose bytes are not the ones its name says.
     let mut lying = good[&config_path].clone();
@@ -369,13 +399,7 @@ async fn bad_archives_are_refused_by_name_and_leave_nothing() {
         "{status:?}"
     );
     assert!(!ctr.ok(&["content", "ls", "-q"]).contains(&sha256(&lying)));
-
-    // A manifest whose layer the archive lacks.
-    let status = import(&daemon.socket, with(&layer_path, None), store())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains(&busybox.layer_digest), "{status:?}");
+    collected(&ctr, &busybox.layer_digest);
 
     // A path that climbs out of the archive; bytes that are no tar at all.
     let escaping = tar_of(&[("../escape", b"x")]);

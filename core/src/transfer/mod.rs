@@ -33,4 +33,6 @@ pub struct LocalTransfer {
     pub importer: std::sync::Arc<Importer>,
     /// Image store → archive stream.
     pub exporter: std::sync::Arc<Exporter>,
+    /// Frees what a transfer that did not finish wrote under its lease.
+    pub collector: crate::gc::GarbageCollector,
 }
