@@ -22,7 +22,7 @@ use super::channel_io::ChannelWriter;
 use super::image_names::{IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 use super::json_blob::read_json_blob;
 use super::platform;
-use super::pull::{INDEX_TYPES, MANIFEST_TYPES, descriptor, platform_of};
+use super::pull::{INDEX_TYPES, MANIFEST_TYPES, descriptor, layer_entries, platform_of};
 use crate::content::Digest;
 use crate::content::namespaced::NamespacedContent;
 use crate::error::{Error, Result};
@@ -157,14 +157,7 @@ impl Exporter {
                     Ok(blob_path(&Digest::parse(&descriptor(d)?.digest)?))
                 };
                 let config = path(manifest.get("config").unwrap_or(&serde_json::Value::Null))?;
-                let layers = manifest
-                    .get("layers")
-                    .and_then(|l| l.as_array())
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(path)
-                    .collect::<Result<Vec<_>>>()?;
+                let layers = layer_entries(&manifest).iter().map(path).collect::<Result<Vec<_>>>()?;
                 let tags: Vec<String> = names.iter().map(|n| familiar_name(n)).collect();
                 compat.push(json!({"Config": config, "RepoTags": tags, "Layers": layers}));
             }

@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 use super::archive_read::{ArchiveTarget, read_archive};
 use super::json_blob::read_json_blob;
 use super::lease::TransferLease;
-use super::pull::{INDEX_TYPES, MANIFEST_TYPES, ProgressSink, descriptor, platform_of};
+use super::pull::{INDEX_TYPES, MANIFEST_TYPES, ProgressSink, descriptor, layer_entries, platform_of};
 use super::records::record_image;
 use super::unpack::{Unpack, Unpacker};
 use super::{image_names, platform};
@@ -283,11 +283,7 @@ impl Importer {
             .ok_or_else(|| Error::invalid_argument("no config"))
             .and_then(descriptor)
             .map_err(context)?;
-        let layers = manifest
-            .get("layers")
-            .and_then(|l| l.as_array())
-            .cloned()
-            .unwrap_or_default()
+        let layers = layer_entries(&manifest)
             .iter()
             .map(descriptor)
             .collect::<Result<Vec<_>>>()

@@ -240,11 +240,7 @@ impl Puller {
                 .get("config")
                 .ok_or_else(|| Error::invalid_argument(format!("manifest {}: no config", desc.digest)))
                 .and_then(descriptor)?;
-            let layers = manifest
-                .get("layers")
-                .and_then(|l| l.as_array())
-                .cloned()
-                .unwrap_or_default()
+            let layers = layer_entries(&manifest)
                 .iter()
                 .map(descriptor)
                 .collect::<Result<Vec<_>>>()
@@ -602,6 +598,15 @@ fn ref_key(desc: &Descriptor) -> String {
         "unknown"
     };
     format!("{kind}-{}", desc.digest)
+}
+
+/// The entries of a manifest's `layers` (none when it has no such array).
+pub(crate) fn layer_entries(manifest: &serde_json::Value) -> &[serde_json::Value] {
+    manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// A descriptor from its JSON form (checked digest, non-negative size).
