@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io::Read;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use berth_api::containerd::types::Descriptor;
 
@@ -26,6 +27,34 @@ pub struct ApplyRequest {
     pub mounts: Vec<Mount>,
     /// Flush the written files to disk before returning.
     pub sync_fs: bool,
+    /// The layer's bytes as they arrive, read instead of the content
+    /// store's blob; None reads the blob. They are not verified yet: the
+    /// caller checks the blob's digest before it keeps what was applied.
+    pub stream: Option<LayerStream>,
+}
+
+/// A layer handed to a differ as a byte stream; the first differ that
+/// applies it takes the reader.
+#[derive(Clone)]
+pub struct LayerStream(Arc<Mutex<Option<Box<dyn Read + Send>>>>);
+
+impl LayerStream {
+    /// A stream of `reader`'s bytes (blocking reads: a differ reads it on a
+    /// blocking thread).
+    pub fn new(reader: impl Read + Send + 'static) -> Self {
+        Self(Arc::new(Mutex::new(Some(Box::new(reader)))))
+    }
+
+    /// The reader, unless a differ took it already.
+    pub fn take(&self) -> Option<Box<dyn Read + Send>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for LayerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerStream")
+    }
 }
 
 /// Computing a layer between two trees.

@@ -49,6 +49,7 @@ impl Diff for DiffService {
             layer,
             mounts: request.mounts,
             sync_fs: request.sync_fs,
+            stream: None,
         };
         let applied = diff::apply_first(&self.differs, apply).await?;
         Ok(Response::new(ApplyResponse { applied: Some(applied) }))

@@ -1,6 +1,6 @@
 //! A tiny registry that serves one image from an OCI archive over plain
 //! HTTP on a loopback port, and misbehaves on purpose: corrupted bytes for
-//! a blob, a body that stops sending, a manifest over any sane size. For
+//! a blob, a body that stops sending or pauses, a manifest over any sane size. For
 //! the faults a real registry never shows.
 
 use std::collections::HashMap;
@@ -20,6 +20,10 @@ pub enum Fault {
     Corrupt(String),
     /// Send half of this blob, then nothing for a minute.
     Stall(String),
+    /// Send half of this blob, wait two seconds, then send the rest.
+    Pause(String),
+    /// As `Pause`, with bytes of the second half changed.
+    PauseCorrupt(String),
     /// Serve the tag's manifest padded to this many bytes.
     HugeManifest(usize),
 }
@@ -204,7 +208,7 @@ fn answer(
                 }
                 return respond(&mut stream, "200 OK", "application/octet-stream", digest, &changed);
             }
-            Fault::Stall(slow) if slow == digest => {
+            Fault::Stall(slow) | Fault::Pause(slow) | Fault::PauseCorrupt(slow) if slow == digest => {
                 let headers = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     blob.len()
@@ -212,11 +216,24 @@ fn answer(
                 stream.write_all(headers.as_bytes())?;
                 stream.write_all(&blob[..blob.len() / 2])?;
                 stream.flush()?;
-                for _ in 0..600 {
+                let resumes = !matches!(fault, Fault::Stall(_));
+                let pause = if resumes { 20 } else { 600 };
+                for _ in 0..pause {
                     if stop.load(Ordering::Relaxed) {
-                        break;
+                        return Ok(());
                     }
                     std::thread::sleep(Duration::from_millis(100));
+                }
+                if resumes {
+                    let mut rest = blob[blob.len() / 2..].to_vec();
+                    if matches!(fault, Fault::PauseCorrupt(_)) {
+                        let middle = rest.len() / 2;
+                        for byte in rest.iter_mut().skip(middle).take(16) {
+                            *byte ^= 0xff;
+                        }
+                    }
+                    stream.write_all(&rest)?;
+                    stream.flush()?;
                 }
                 return Ok(());
             }

@@ -142,6 +142,22 @@ fn two_platform_archive(dir: &Path, amd64: &TestImage, other: &TestImage) -> std
     path
 }
 
+/// A push of image `name` (only `platforms` of it, when any) to `to`.
+fn push_request(name: &str, platforms: Vec<Platform>, to: &str) -> TransferRequest {
+    TransferRequest {
+        source: Some(to_any(&ImageStore {
+            name: name.to_string(),
+            platforms,
+            ..Default::default()
+        })),
+        destination: Some(to_any(&OciRegistry {
+            reference: to.to_string(),
+            resolver: Default::default(),
+        })),
+        options: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn containerd_client_pulls_and_platforms_are_picked_from_an_index() {
     assert_eq!(images::oci_arch(), "amd64", "the index below names amd64 as the host's");
@@ -199,19 +215,11 @@ async fn containerd_client_pulls_and_platforms_are_picked_from_an_index() {
     let channel = containerd_client::connect(&daemon.socket).await.unwrap();
     let mut transfer = containerd_client::services::v1::transfer_client::TransferClient::new(channel);
     let pushed = format!("{}/pushed:1", registry.address);
-    let request = TransferRequest {
-        source: Some(to_any(&ImageStore {
-            name: reference.clone(),
-            ..Default::default()
-        })),
-        destination: Some(to_any(&OciRegistry {
-            reference: pushed.clone(),
-            resolver: Default::default(),
-        })),
-        options: None,
-    };
     transfer
-        .transfer(containerd_client::with_namespace!(request, "default"))
+        .transfer(containerd_client::with_namespace!(
+            push_request(&reference, Vec::new(), &pushed),
+            "default"
+        ))
         .await
         .expect("push");
     let fresh = Daemon::start();
@@ -221,6 +229,42 @@ async fn containerd_client_pulls_and_platforms_are_picked_from_an_index() {
 
     // A platform the index lacks names itself.
     let status = pull(&daemon.socket, &reference, Some(platform("s390x")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(status.message().contains("linux/s390x"), "{status:?}");
+
+    // One platform of the index pushed: a new index naming only it, which
+    // the registry takes and a fresh daemon pulls.
+    let reduced = format!("{}/reduced:1", registry.address);
+    let push_platforms = |wanted: Platform, to: &str| push_request(&reference, vec![wanted], to);
+    transfer
+        .transfer(containerd_client::with_namespace!(
+            push_platforms(platform("amd64"), &reduced),
+            "default"
+        ))
+        .await
+        .expect("push one platform");
+    pull(&fresh.socket, &reduced, None)
+        .await
+        .expect("pull the reduced index");
+    let listed = fresh.ctr().ok(&["images", "ls"]);
+    let row: Vec<&str> = listed
+        .lines()
+        .find(|l| l.starts_with(&reduced))
+        .unwrap_or_else(|| panic!("{listed}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], "application/vnd.oci.image.index.v1+json", "{listed}");
+    let index: serde_json::Value = serde_json::from_str(&fresh.ctr().ok(&["content", "get", row[2]])).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index}");
+    assert_eq!(manifests[0]["platform"]["architecture"], "amd64", "{index}");
+    let status = transfer
+        .transfer(containerd_client::with_namespace!(
+            push_platforms(platform("s390x"), &reduced),
+            "default"
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");

@@ -29,6 +29,63 @@ fn nothing_recorded(daemon: &Daemon, bad_digest: &str) {
     assert!(!content.contains(bad_digest), "{bad_digest} was committed: {content}");
     let active = ctr.ok(&["content", "active"]);
     assert!(active.lines().count() <= 1, "ingests left: {active}");
+    let snapshots = ctr.ok(&["snapshot", "ls"]);
+    assert!(
+        !snapshots.lines().skip(1).any(|l| l.contains("Committed")),
+        "a snapshot was committed: {snapshots}"
+    );
+}
+
+/// Where in a pull's progress the first `event` for `name` came.
+fn position(report: &serde_json::Value, event: &str, name: &str) -> usize {
+    let progress = report["progress"].as_array().expect("progress");
+    progress
+        .iter()
+        .position(|p| p["event"] == event && p["name"] == name)
+        .unwrap_or_else(|| panic!("no {event:?} for {name} in {report}"))
+}
+
+#[test]
+fn a_layer_is_unpacked_while_it_still_downloads() {
+    let image = images::noise("streamed", 4 << 20);
+    let layer = image.layer_digests[0].clone();
+    let registry = FakeRegistry::serve(&image.oci_tar, "paused/noise", "1", Fault::Pause(layer.clone()));
+    let daemon = Daemon::start();
+    let target = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/paused/noise:1", registry.address);
+    let out = clients::python_script("transfer_pull.py", &["--target", &target, "--ref", &reference]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = format!("layer-{layer}");
+    // The apply began during the download's pause, before the commit.
+    assert!(
+        position(&report, "extracting", &name) < position(&report, "complete", &name),
+        "{report}"
+    );
+    assert!(position(&report, "complete", &name) < position(&report, "extracted", &name));
+    assert!(!daemon.log().contains("streamed apply failed"), "{}", daemon.log());
+    let snapshots = daemon.ctr().ok(&["snapshot", "ls"]);
+    assert!(
+        snapshots
+            .lines()
+            .any(|l| l.starts_with(&image.chain_id) && l.contains("Committed")),
+        "{snapshots}"
+    );
+    assert_eq!(registry.count(&format!("/blobs/{layer}")), 1);
+}
+
+#[test]
+fn corrupted_bytes_unpacked_as_they_arrive_fail_the_pull_and_keep_no_snapshot() {
+    let image = images::noise("streamed-bad", 4 << 20);
+    let layer = image.layer_digests[0].clone();
+    let registry = FakeRegistry::serve(&image.oci_tar, "paused/bad", "1", Fault::PauseCorrupt(layer.clone()));
+    let daemon = Daemon::start();
+    let report = failed_pull(&daemon, &format!("{}/paused/bad:1", registry.address));
+    assert_eq!(report["code"], "FAILED_PRECONDITION", "{report}");
+    assert!(report["details"].as_str().unwrap().contains(&layer), "{report}");
+    let name = format!("layer-{layer}");
+    position(&report, "extracting", &name);
+    nothing_recorded(&daemon, &layer);
 }
 
 #[test]

@@ -98,6 +98,19 @@ fn push_uploads_mounts_or_skips_and_the_image_comes_back_by_digest() {
         .ok(&["run", "--rm", &by_digest, "pushed-back", "echo", "round-trip"]);
     assert!(out.contains("round-trip"), "{out}");
 
+    // Pulled again from the first repository: its blobs name both.
+    transfer(&fresh, &["--ref", &first]);
+    let content = fresh.ctr().ok(&["content", "ls"]);
+    let layer = content
+        .lines()
+        .find(|l| l.starts_with(&busybox.layer_digest))
+        .unwrap_or_else(|| panic!("{content}"));
+    let source = format!(
+        "containerd.io/distribution.source.{}=first/busybox,moved/busybox",
+        registry.address
+    );
+    assert!(layer.contains(&source), "{layer}");
+
     // Pushing an image that is not there names it.
     let target = format!("unix://{}", daemon.socket.display());
     let out = clients::python_script(

@@ -201,6 +201,13 @@ impl IngestWriter {
         Ok(())
     }
 
+    /// A read-only descriptor of the data written so far (and of what is
+    /// written later: it is the same file), for a reader that follows the
+    /// write.
+    pub fn open_data(&self) -> Result<File> {
+        File::open(self.dir.join("data")).map_err(|e| Error::io(format!("reading ingest {:?}", self.lock.key()), &e))
+    }
+
     /// Starts the data over from offset 0.
     pub fn truncate(&mut self) -> Result<()> {
         let key = self.lock.key().to_string();

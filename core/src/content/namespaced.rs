@@ -354,6 +354,16 @@ impl ContentWriter {
         })
     }
 
+    /// A read-only descriptor of the ingest's data, which follows later
+    /// writes; None while the writer has no data file (the blob is stored
+    /// already and nothing was written).
+    pub fn data_reader(&self) -> Result<Option<std::fs::File>> {
+        match self.state()? {
+            WriterState::Ingest(w) => w.open_data().map(Some),
+            WriterState::Shared { .. } => Ok(None),
+        }
+    }
+
     /// Records a total stated after the first request.
     pub fn set_total(&mut self, total: i64) {
         if let Some(WriterState::Ingest(w)) = self.state.as_mut() {

@@ -1,10 +1,12 @@
 //! HTTP/1.1 to a registry endpoint, over TCP or TLS (rustls: the system's
 //! CAs plus the endpoint's, client certificates, or no verification where
-//! hosts.toml says `skip_verify`). Redirects are followed; a response body
-//! that sends no byte for the stall timeout fails naming what it was.
+//! hosts.toml says `skip_verify`). Redirects are followed; a request whose
+//! body the registry stops taking, or that gets no response, and a response
+//! body that sends no byte, fail after the stall timeout naming what it was.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -46,13 +48,16 @@ impl Payload {
         }
     }
 
-    fn body(&self) -> BoxBody<Bytes, std::io::Error> {
+    /// The body; `activity` is touched each time the connection takes the
+    /// next chunk of a file.
+    fn body(&self, activity: Arc<Activity>) -> BoxBody<Bytes, std::io::Error> {
         match self {
             Self::Bytes(bytes) => Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
             Self::File(file, size) => {
                 let (file, size) = (Arc::clone(file), *size);
                 let chunks = futures_util::stream::unfold(0u64, move |offset| {
                     let file = Arc::clone(&file);
+                    activity.touch();
                     async move {
                         if offset >= size {
                             return None;
@@ -79,6 +84,35 @@ impl Payload {
 
 /// Bytes read from a file per body frame.
 const FILE_CHUNK: usize = 1 << 20;
+
+/// When a request last made progress (its body's last chunk was taken):
+/// a request is stalled once it has made none for the stall timeout.
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last progress.
+    fn idle(&self) -> Duration {
+        self.since
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(self.last.load(Ordering::Relaxed)))
+    }
+}
 
 /// A connection's stream, plain or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -216,10 +250,11 @@ impl Connector {
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        let activity = Arc::new(Activity::new());
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .body(body.body())
+            .body(body.body(Arc::clone(&activity)))
             .map_err(|e| Error::invalid_argument(format!("{url}: {e}")))?;
         *request.headers_mut() = headers.clone();
         if body.len() > 0 || matches!(request.method(), &Method::PUT | &Method::POST | &Method::PATCH) {
@@ -235,13 +270,22 @@ impl Connector {
             http::header::USER_AGENT,
             HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"))),
         );
-        // The response comes after the whole body is sent: an upload has a
-        // second per MiB on top of the stall timeout.
-        let limit = self.stall_timeout + Duration::from_secs(body.len() >> 20);
-        tokio::time::timeout(limit, sender.send_request(request))
-            .await
-            .map_err(|_| Error::unavailable(format!("{url}: no response in {limit:?}")))?
-            .map_err(|e| Error::unavailable(format!("{url}: {e}")))
+        // Stalled: the body's next chunk not taken (the registry stopped
+        // reading), or no response, for the stall timeout.
+        let sending = sender.send_request(request);
+        tokio::pin!(sending);
+        loop {
+            let idle = activity.idle();
+            if idle >= self.stall_timeout {
+                return Err(Error::unavailable(format!(
+                    "{url}: no progress for {:?}, the transfer stalled",
+                    self.stall_timeout
+                )));
+            }
+            if let Ok(response) = tokio::time::timeout(self.stall_timeout - idle, &mut sending).await {
+                return response.map_err(|e| Error::unavailable(format!("{url}: {e}")));
+            }
+        }
     }
 }
 
@@ -427,5 +471,47 @@ mod tests {
         assert_eq!(resolve_location("https://a/v2/x", "https://b/y"), "https://b/y");
         assert_eq!(host_name("[::1]:5000"), "::1");
         assert_eq!(host_name("reg.example:443"), "reg.example");
+    }
+
+    #[tokio::test]
+    async fn an_upload_the_registry_stops_reading_fails_after_the_stall_timeout() {
+        // A registry that accepts the connection and never reads from it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("blob"))
+            .unwrap();
+        // Far more than the socket buffers take; sparse, so cheap.
+        file.set_len(256 << 20).unwrap();
+        let endpoint = Endpoint {
+            scheme: "http".into(),
+            host: address.to_string(),
+            path: "/v2".into(),
+            capabilities: super::super::hosts::Capabilities::ALL,
+            ca: Vec::new(),
+            client: Vec::new(),
+            skip_verify: false,
+            headers: Vec::new(),
+        };
+        let connector = Connector::new(endpoint, Duration::from_secs(5), Duration::from_secs(1)).unwrap();
+        let started = Instant::now();
+        let e = connector
+            .send(
+                Method::PUT,
+                &connector.url("/x/blobs/uploads/1"),
+                &HeaderMap::new(),
+                Payload::File(Arc::new(file), 256 << 20),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("stalled"), "{e}");
+        // One stall timeout after the buffers filled, not a second per MiB.
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        drop(held.join());
     }
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use berth_api::containerd::services::images::v1::Image;
 use berth_api::containerd::types::transfer::{ImageStore, Progress};
 use berth_api::containerd::types::{Descriptor, Platform};
-use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 
 use super::archive_read::{ArchiveTarget, read_archive};
@@ -24,7 +23,7 @@ use super::json_blob::read_json_blob;
 use super::lease::TransferLease;
 use super::pull::{INDEX_TYPES, MANIFEST_TYPES, ProgressSink, descriptor, layer_entries, platform_of};
 use super::records::record_image;
-use super::unpack::{Unpack, Unpacker};
+use super::unpack::{LayerArrival, Unpack, Unpacker};
 use super::{image_names, platform};
 use crate::content::Digest;
 use crate::content::namespaced::NamespacedContent;
@@ -161,15 +160,8 @@ impl Importer {
             )));
         }
         for unpack in std::mem::take(&mut walked.unpacks) {
-            let ready: Vec<_> = unpack
-                .layers
-                .iter()
-                .map(|_| {
-                    let done: BoxFuture<'static, Result<()>> = Box::pin(async { Ok(()) });
-                    done.shared()
-                })
-                .collect();
-            self.unpacker.run(unpack, ready, Arc::clone(progress)).await?;
+            let stored = vec![LayerArrival::stored(); unpack.layers.len()];
+            self.unpacker.run(unpack, stored, Arc::clone(progress)).await?;
         }
 
         let mut named = image_names::for_index(&request.store, &root);
@@ -224,12 +216,12 @@ impl Importer {
                 }
                 let index = self.read_json(ns, desc, "index").await?;
                 let mut labels = Vec::new();
-                for entry in index
+                let entries = index
                     .get("manifests")
                     .and_then(|m| m.as_array())
                     .cloned()
-                    .unwrap_or_default()
-                {
+                    .unwrap_or_default();
+                for (position, entry) in entries.into_iter().enumerate() {
                     let child =
                         descriptor(&entry).map_err(|e| e.with_context(format!("archive index {}", desc.digest)))?;
                     let child_platform = entry.get("platform").map(platform_of);
@@ -243,8 +235,10 @@ impl Importer {
                         .visit(ns, &child, child_platform, wanted, unpacks, lease, depth + 1, walked)
                         .await?
                     {
+                        // Numbered by the place in the index, as containerd
+                        // does: a later import of another platform adds its own.
                         labels.push((
-                            format!("containerd.io/gc.ref.content.m.{}", labels.len()),
+                            format!("containerd.io/gc.ref.content.m.{position}"),
                             child.digest.clone(),
                         ));
                         if depth == 0 {

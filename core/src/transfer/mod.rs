@@ -9,6 +9,7 @@ pub mod export;
 pub mod image_names;
 pub mod import;
 mod json_blob;
+pub mod layer_feed;
 mod lease;
 pub mod platform;
 pub mod pull;

@@ -19,13 +19,14 @@ use berth_api::containerd::services::images::v1::Image;
 use berth_api::containerd::types::transfer::Progress;
 use berth_api::containerd::types::{Descriptor, Platform};
 use futures_util::FutureExt as _;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
+use super::layer_feed::{FeedEnd, LayerFeed};
 use super::lease::TransferLease;
 use super::platform;
 use super::records::record_image;
-use super::unpack::{Unpack, Unpacker};
+use super::unpack::{Committed, LayerArrival, Unpack, Unpacker};
 use crate::content::Digest;
 use crate::content::namespaced::{ContentWriter, NamespacedContent};
 use crate::error::{Error, ErrorKind, Result};
@@ -101,9 +102,6 @@ impl std::fmt::Debug for Puller {
             .finish_non_exhaustive()
     }
 }
-
-/// A download every unpack of a layer waits for.
-type Download = Shared<BoxFuture<'static, Result<()>>>;
 
 impl Puller {
     /// A puller over the daemon's stores, downloading at most
@@ -182,7 +180,7 @@ impl Puller {
             request.platforms.clone()
         };
         let source_label = (
-            format!("containerd.io/distribution.source.{}", reference.host),
+            format!("{SOURCE_LABEL_PREFIX}{}", reference.host),
             reference.repository.clone(),
         );
 
@@ -197,7 +195,7 @@ impl Puller {
                 .and_then(|m| m.as_array())
                 .cloned()
                 .unwrap_or_default();
-            for entry in &entries {
+            for (position, entry) in entries.iter().enumerate() {
                 let desc = descriptor(entry).map_err(|e| e.with_context(format!("index {}", root.digest)))?;
                 let entry_platform = entry.get("platform").map(platform_of);
                 let selected = match &entry_platform {
@@ -205,8 +203,10 @@ impl Puller {
                     None => false,
                 };
                 if selected && MANIFEST_TYPES.contains(&desc.media_type.as_str()) {
+                    // Numbered by the place in the index, as containerd
+                    // does: a later pull of another platform adds its own.
                     root_labels.insert(
-                        format!("containerd.io/gc.ref.content.m.{}", manifests.len()),
+                        format!("containerd.io/gc.ref.content.m.{position}"),
                         desc.digest.clone(),
                     );
                     manifests.push((desc, entry_platform, None));
@@ -265,20 +265,29 @@ impl Puller {
             let config_platform = manifest_platform.clone().unwrap_or_else(|| platform_of(&image_config));
 
             // Layers start downloading now; the unpack takes each as it lands.
-            let mut downloads: Vec<Download> = Vec::new();
+            let mut arrivals: Vec<LayerArrival> = Vec::new();
             for (i, layer) in layers.iter().enumerate() {
                 let labels = HashMap::from([
                     ("containerd.io/uncompressed".to_string(), diff_ids[i].clone()),
                     source_label.clone(),
                 ]);
+                let feed = LayerFeed::new();
                 let task = {
                     let (puller, repo, layer, progress) =
                         (Arc::clone(self), Arc::clone(&repo), layer.clone(), Arc::clone(progress));
                     let (ns, lease, parent) = (ns.to_string(), lease.to_string(), desc.digest.clone());
+                    let end = FeedEnd(Arc::clone(&feed));
                     tokio::spawn(async move {
-                        puller
-                            .fetch_blob(&repo, &ns, &layer, labels, &lease, &parent, &progress)
-                            .await
+                        let blob = BlobFetch {
+                            repo: &repo,
+                            ns: &ns,
+                            desc: &layer,
+                            lease: &lease,
+                            parent: &parent,
+                            progress: &progress,
+                            feed: Some(&end.0),
+                        };
+                        puller.fetch_blob(&blob, labels).await
                     })
                 };
                 transfer_lease.track(task.abort_handle());
@@ -286,7 +295,10 @@ impl Puller {
                     task.await
                         .map_err(|e| Error::internal(format!("a layer download ended: {e}")))?
                 });
-                downloads.push(download.shared());
+                arrivals.push(LayerArrival {
+                    committed: download.shared(),
+                    feed: Some(feed),
+                });
             }
 
             self.store_small(
@@ -326,7 +338,7 @@ impl Puller {
                 }
             }
             // Every layer downloads even when nothing unpacks it.
-            let all: Vec<Download> = downloads.clone();
+            let all: Vec<Committed> = arrivals.iter().map(|a| a.committed.clone()).collect();
             unpacked.push(Box::pin(async move {
                 for download in all {
                     download.await?;
@@ -334,8 +346,8 @@ impl Puller {
                 Ok(())
             }));
             for unpack in unpacks_of_this {
-                let (unpacker, downloads, progress) = (self.unpacker.clone(), downloads.clone(), Arc::clone(progress));
-                unpacked.push(Box::pin(async move { unpacker.run(unpack, downloads, progress).await }));
+                let (unpacker, arrivals, progress) = (self.unpacker.clone(), arrivals.clone(), Arc::clone(progress));
+                unpacked.push(Box::pin(async move { unpacker.run(unpack, arrivals, progress).await }));
             }
         }
         // Wait for all of it; the first error wins, the rest still end.
@@ -442,7 +454,19 @@ impl Puller {
         }
     }
 
-    async fn add_labels(&self, ns: &str, digest: &Digest, labels: HashMap<String, String>) -> Result<()> {
+    /// Adds `labels` to a blob the namespace holds; a distribution source
+    /// joins the repositories already named, as containerd's do.
+    async fn add_labels(&self, ns: &str, digest: &Digest, mut labels: HashMap<String, String>) -> Result<()> {
+        if labels.keys().any(|k| k.starts_with(SOURCE_LABEL_PREFIX)) {
+            let existing = self.content.info(ns, digest).await?.labels;
+            for (key, value) in labels.iter_mut() {
+                if key.starts_with(SOURCE_LABEL_PREFIX)
+                    && let Some(before) = existing.get(key)
+                {
+                    *value = joined_sources(before, value);
+                }
+            }
+        }
         self.content
             .update_labels(ns, digest, LabelUpdate::Keys(labels.into_iter().collect()))
             .await
@@ -451,17 +475,16 @@ impl Puller {
 
     /// Downloads one blob into the content store (resuming its ingest,
     /// retrying a broken body from where it stopped), verified at commit.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch_blob(
-        &self,
-        repo: &Repository,
-        ns: &str,
-        desc: &Descriptor,
-        labels: HashMap<String, String>,
-        lease: &str,
-        parent: &str,
-        progress: &ProgressSink,
-    ) -> Result<()> {
+    async fn fetch_blob(&self, blob: &BlobFetch<'_>, labels: HashMap<String, String>) -> Result<()> {
+        let BlobFetch {
+            repo,
+            ns,
+            desc,
+            lease,
+            parent,
+            progress,
+            feed,
+        } = *blob;
         let digest = Digest::parse(&desc.digest)?;
         let name = ref_key(desc);
         let report = |event: &str, offset: i64| {
@@ -487,7 +510,12 @@ impl Puller {
             .acquire()
             .await
             .map_err(|_| Error::internal("the download limiter closed"))?;
-        if let Err(e) = self.download(repo, &mut writer, desc, &digest, &report).await {
+        if let Some(feed) = feed
+            && let Some(data) = writer.data_reader()?
+        {
+            feed.opened(data, u64::try_from(writer.status()?.offset).unwrap_or(0));
+        }
+        if let Err(e) = self.download(repo, &mut writer, desc, &digest, &report, feed).await {
             // A failed pull leaves no partial blob behind.
             drop(writer);
             let _ = self.content.abort(ns, &name, Some(lease.to_string())).await;
@@ -507,8 +535,10 @@ impl Puller {
         report("complete", desc.size);
         Ok(())
     }
+
     /// Writes blob `digest` into `writer` from where it stands, resuming a
-    /// body that broke off, up to the configured attempts.
+    /// body that broke off, up to the configured attempts; tells `feed`
+    /// how far the data reaches after each write.
     async fn download(
         &self,
         repo: &Repository,
@@ -516,10 +546,19 @@ impl Puller {
         desc: &Descriptor,
         digest: &Digest,
         report: &(dyn Fn(&str, i64) + Send + Sync),
+        feed: Option<&LayerFeed>,
     ) -> Result<()> {
+        let reached = |offset: i64| {
+            if let Some(feed) = feed {
+                feed.reached(u64::try_from(offset).unwrap_or(0));
+            }
+        };
         let mut offset = writer.status()?.offset;
         if offset > desc.size {
             writer.truncate().await?;
+            if let Some(feed) = feed {
+                feed.restarted();
+            }
             offset = 0;
         }
         report("downloading", offset);
@@ -530,6 +569,9 @@ impl Puller {
                 let mut body = repo.open_blob(digest, offset as u64).await?;
                 if body.offset != offset as u64 {
                     writer.truncate().await?;
+                    if let Some(feed) = feed {
+                        feed.restarted();
+                    }
                     offset = 0;
                 }
                 let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -539,6 +581,7 @@ impl Puller {
                     if batch.len() >= WRITE_BATCH {
                         offset += batch.len() as i64;
                         writer.write(std::mem::take(&mut batch)).await?;
+                        reached(offset);
                         if offset > desc.size {
                             break;
                         }
@@ -551,6 +594,7 @@ impl Puller {
                 if !batch.is_empty() {
                     offset += batch.len() as i64;
                     writer.write(batch).await?;
+                    reached(offset);
                 }
                 Ok(())
             }
@@ -580,6 +624,36 @@ impl Puller {
         }
         Ok(())
     }
+}
+
+/// One blob to download and where its progress and bytes go.
+#[derive(Clone, Copy)]
+struct BlobFetch<'a> {
+    repo: &'a Repository,
+    ns: &'a str,
+    desc: &'a Descriptor,
+    lease: &'a str,
+    /// The manifest the blob belongs to (progress names it).
+    parent: &'a str,
+    progress: &'a ProgressSink,
+    /// Readers following the download, for a layer.
+    feed: Option<&'a LayerFeed>,
+}
+
+/// The label naming, per registry host, the repositories a blob came from.
+const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";
+
+/// `before` (a comma-separated list of repositories) with `added`'s,
+/// sorted and without repeats.
+fn joined_sources(before: &str, added: &str) -> String {
+    let mut repositories: Vec<&str> = before
+        .split(',')
+        .chain(added.split(','))
+        .filter(|r| !r.is_empty())
+        .collect();
+    repositories.sort_unstable();
+    repositories.dedup();
+    repositories.join(",")
 }
 
 /// containerd's ingest names: `index-`, `manifest-`, `config-`, `layer-`
@@ -656,5 +730,18 @@ pub(crate) fn platform_of(value: &serde_json::Value) -> Platform {
         architecture: text("architecture"),
         variant: text("variant"),
         os_version: text("os.version"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joined_sources;
+
+    #[test]
+    fn distribution_sources_join_sorted_without_repeats() {
+        assert_eq!(joined_sources("library/b", "library/a"), "library/a,library/b");
+        assert_eq!(joined_sources("a,c", "b"), "a,b,c");
+        assert_eq!(joined_sources("a,b", "a"), "a,b");
+        assert_eq!(joined_sources("", "a"), "a");
     }
 }

@@ -5,7 +5,8 @@
 //! first, children before parents: one the repository has already is
 //! skipped, one pulled from another repository of the same registry is
 //! mounted from there, any other streams from its file. Manifests follow by
-//! digest, the root last under the reference's tag (or digest).
+//! digest, the root last under the reference's tag (or digest). Pushing
+//! some platforms of an index pushes a new index naming only theirs.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -86,18 +87,20 @@ impl Pusher {
             ..Default::default()
         });
 
-        let root_bytes = self.read_small(ns, &root).await?;
+        let mut root_bytes = self.read_small(ns, &root).await?;
+        let mut root = root;
         let mut manifests = Vec::new();
         if INDEX_TYPES.contains(&root.media_type.as_str()) {
-            let index: serde_json::Value = serde_json::from_slice(&root_bytes)
+            let mut index: serde_json::Value = serde_json::from_slice(&root_bytes)
                 .map_err(|e| Error::invalid_argument(format!("index {}: {e}", root.digest)))?;
-            for entry in index
+            let entries = index
                 .get("manifests")
                 .and_then(|m| m.as_array())
                 .cloned()
-                .unwrap_or_default()
-            {
-                let desc = descriptor(&entry)?;
+                .unwrap_or_default();
+            let mut kept = Vec::new();
+            for entry in &entries {
+                let desc = descriptor(entry)?;
                 if !request.platforms.is_empty() {
                     let entry_platform = entry.get("platform").map(platform_of).unwrap_or_default();
                     if !request.platforms.iter().any(|w| platform::matches(w, &entry_platform)) {
@@ -115,6 +118,35 @@ impl Pusher {
                     }
                     Err(e) => return Err(e),
                 }
+                kept.push(entry.clone());
+            }
+            if kept.len() < entries.len() {
+                // Some platforms only: a new index of theirs, as a registry
+                // refuses one naming manifests it was never sent.
+                if kept.is_empty() {
+                    let names: Vec<String> = request.platforms.iter().map(platform::format).collect();
+                    return Err(Error::not_found(format!(
+                        "image {:?}: no manifest for platform {}",
+                        request.image,
+                        names.join(", ")
+                    )));
+                }
+                if reference.digest.is_some() {
+                    return Err(Error::invalid_argument(format!(
+                        "{reference}: a digest names the whole index of image {:?}; push some of its platforms under a tag",
+                        request.image
+                    )));
+                }
+                index["manifests"] = serde_json::Value::Array(kept);
+                let bytes = serde_json::to_vec(&index)
+                    .map_err(|e| Error::internal(format!("writing the index of {:?}: {e}", request.image)))?;
+                root = Descriptor {
+                    media_type: root.media_type.clone(),
+                    digest: Digest::of(&bytes).to_string(),
+                    size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                    annotations: root.annotations.clone(),
+                };
+                root_bytes = Bytes::from(bytes);
             }
         } else if MANIFEST_TYPES.contains(&root.media_type.as_str()) {
             manifests.push(root.clone());

@@ -1,8 +1,13 @@
-//! Unpack: a manifest's layers onto a snapshotter, in order, each as soon
-//! as its download lands (later ones still downloading). A layer whose
-//! chain is already committed is skipped; each applied layer is checked
-//! against its diff id before its snapshot is committed under the chain id
-//! (as containerd names them, so images share snapshots with `ctr`'s).
+//! Unpack: a manifest's layers onto a snapshotter, in order. A layer whose
+//! turn comes while it still downloads is decompressed and applied from
+//! its feed as the bytes land (later layers downloading meanwhile); one
+//! already stored is applied from the content store. A layer whose chain
+//! is already committed is skipped; each applied layer is checked against
+//! its diff id, and its blob's commit (the digest check) is awaited, before
+//! its snapshot is committed under the chain id (as containerd names them,
+//! so images share snapshots with `ctr`'s). A streamed apply that fails
+//! gives way to the download's own verdict, then to an apply of the
+//! committed blob.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,12 +15,14 @@ use std::time::SystemTime;
 
 use berth_api::containerd::types::Descriptor;
 use berth_api::containerd::types::transfer::Progress;
+use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 
+use super::layer_feed::LayerFeed;
 use super::pull::ProgressSink;
 use crate::content::Digest;
 use crate::content::namespaced::NamespacedContent;
-use crate::diff::{ApplyRequest, DifferPlugin};
+use crate::diff::{ApplyRequest, DifferPlugin, LayerStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::labels::LabelUpdate;
 use crate::snapshots::namespaced::NamespacedSnapshots;
@@ -35,6 +42,31 @@ pub struct Unpack {
     pub diff_ids: Vec<String>,
     /// The pull's lease.
     pub lease: String,
+}
+
+/// Resolves once a layer's blob is committed (verified) in the content
+/// store; shared by every unpack of the layer.
+pub type Committed = Shared<BoxFuture<'static, Result<()>>>;
+
+/// How one layer's bytes reach the unpacker.
+#[derive(Clone, Debug)]
+pub struct LayerArrival {
+    /// The blob's commit.
+    pub committed: Committed,
+    /// Its bytes while they download, for an apply that starts before the
+    /// commit; None for a blob that is only read once stored.
+    pub feed: Option<Arc<LayerFeed>>,
+}
+
+impl LayerArrival {
+    /// A layer whose blob is in the content store already.
+    pub fn stored() -> Self {
+        let done: BoxFuture<'static, Result<()>> = Box::pin(async { Ok(()) });
+        Self {
+            committed: done.shared(),
+            feed: None,
+        }
+    }
 }
 
 /// Applies layers through the daemon's differs.
@@ -72,13 +104,8 @@ impl Unpacker {
         }
     }
 
-    /// Unpacks `unpack`, waiting for `downloads[i]` before layer i.
-    pub async fn run(
-        &self,
-        unpack: Unpack,
-        downloads: Vec<Shared<BoxFuture<'static, Result<()>>>>,
-        progress: ProgressSink,
-    ) -> Result<()> {
+    /// Unpacks `unpack`, layer i as `arrivals[i]` brings it.
+    pub async fn run(&self, unpack: Unpack, arrivals: Vec<LayerArrival>, progress: ProgressSink) -> Result<()> {
         let ns = unpack.namespace.as_str();
         let snapshotter = unpack.snapshotter.as_str();
         // An unknown snapshotter is the request's error, before any work.
@@ -94,7 +121,15 @@ impl Unpacker {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
-            downloads[i].clone().await?;
+            let arrival = &arrivals[i];
+            // Still downloading: apply the bytes as they land.
+            let streamed = match (&arrival.feed, arrival.committed.peek()) {
+                (Some(feed), None) => feed.subscribe(u64::try_from(layer.size).unwrap_or(0)),
+                _ => None,
+            };
+            if streamed.is_none() {
+                arrival.committed.clone().await?;
+            }
             let report = |event: &str| {
                 progress(Progress {
                     event: event.to_string(),
@@ -106,16 +141,27 @@ impl Unpacker {
                 })
             };
             report("extracting");
-            self.apply_one(
+            let step = LayerStep {
                 ns,
                 snapshotter,
                 layer,
-                &unpack.diff_ids[i],
-                &parent,
-                &chain,
-                &unpack.lease,
-            )
-            .await?;
+                diff_id: &unpack.diff_ids[i],
+                parent: &parent,
+                chain: &chain,
+                lease: &unpack.lease,
+                committed: &arrival.committed,
+            };
+            if let Some(reader) = streamed {
+                if let Err(e) = self.apply_one(&step, Some(LayerStream::new(reader))).await {
+                    // What was read was not verified yet: the download's
+                    // verdict comes first, then the stored blob is applied.
+                    arrival.committed.clone().await?;
+                    tracing::debug!(layer = %layer.digest, error = %e, "streamed apply failed; applying the stored blob");
+                    self.apply_one(&step, None).await?;
+                }
+            } else {
+                self.apply_one(&step, None).await?;
+            }
             report("extracted");
             parent = chain;
         }
@@ -132,17 +178,19 @@ impl Unpacker {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_one(
-        &self,
-        ns: &str,
-        snapshotter: &str,
-        layer: &Descriptor,
-        diff_id: &str,
-        parent: &str,
-        chain: &str,
-        lease: &str,
-    ) -> Result<()> {
+    /// Applies one layer to a new snapshot on `step.parent` and commits it
+    /// under its chain id once the blob's own commit has succeeded.
+    async fn apply_one(&self, step: &LayerStep<'_>, stream: Option<LayerStream>) -> Result<()> {
+        let LayerStep {
+            ns,
+            snapshotter,
+            layer,
+            diff_id,
+            parent,
+            chain,
+            lease,
+            committed,
+        } = *step;
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -159,6 +207,7 @@ impl Unpacker {
                 layer: layer.clone(),
                 mounts,
                 sync_fs: false,
+                stream,
             };
             let applied = crate::diff::apply_first(&self.differs, request).await?;
             if applied.digest != diff_id {
@@ -167,6 +216,8 @@ impl Unpacker {
                     layer.digest, applied.digest
                 )));
             }
+            // Nothing is kept from bytes whose digest was not checked.
+            committed.clone().await?;
             self.snapshots
                 .commit(ns, snapshotter, chain, &key, HashMap::new(), lease.clone())
                 .await
@@ -184,4 +235,17 @@ impl Unpacker {
             }
         }
     }
+}
+
+/// One layer's apply: where it goes and what it is checked against.
+#[derive(Clone, Copy)]
+struct LayerStep<'a> {
+    ns: &'a str,
+    snapshotter: &'a str,
+    layer: &'a Descriptor,
+    diff_id: &'a str,
+    parent: &'a str,
+    chain: &'a str,
+    lease: &'a str,
+    committed: &'a Committed,
 }

@@ -1,6 +1,7 @@
 //! The walking differ (plugin `io.containerd.differ.v1.walking`).
 //!
-//! Apply streams a layer from the content store through decompression and
+//! Apply streams a layer from the content store (or from the stream its
+//! caller hands over, such as a download still running) through decompression and
 //! a sha256 of the uncompressed bytes (the diff id) on one thread while
 //! another unpacks it, never holding a whole layer in memory. It writes
 //! straight into an overlay upper directory or a bind-mounted directory
@@ -62,10 +63,13 @@ impl Differ for WalkingDiffer {
         Box::pin(async move {
             of_media_type(&request.layer.media_type)?;
             let digest = Digest::parse(&request.layer.digest)?;
-            let (file, _) = self.content.open(&request.namespace, &digest).await?;
+            let source: Box<dyn Read + Send> = match request.stream.as_ref().and_then(|s| s.take()) {
+                Some(stream) => stream,
+                None => Box::new(self.content.open(&request.namespace, &digest).await?.0),
+            };
             let scratch = self.scratch.clone();
             let (diff_id, size) = tokio::task::spawn_blocking(move || {
-                apply_layer(file, &request.mounts, &scratch, request.sync_fs)
+                apply_layer(source, &request.mounts, &scratch, request.sync_fs)
                     .map_err(|e| e.with_context(format!("applying layer {digest}")))
             })
             .await
@@ -156,9 +160,9 @@ fn uuid_like() -> String {
     format!("{nanos:x}-{}", std::process::id())
 }
 
-/// Unpacks a layer file onto mounts; returns the diff id and the
-/// uncompressed size.
-fn apply_layer(file: std::fs::File, mounts: &[Mount], scratch: &Path, sync_fs: bool) -> Result<(Digest, i64)> {
+/// Unpacks a layer (a blob, or its bytes as they download) onto mounts;
+/// returns the diff id and the uncompressed size.
+fn apply_layer(source: Box<dyn Read + Send>, mounts: &[Mount], scratch: &Path, sync_fs: bool) -> Result<(Digest, i64)> {
     let mut temporary = None;
     let target = match mounts {
         [m] if m.r#type == "overlay" && m.options.iter().any(|o| o.starts_with("upperdir=")) => {
@@ -189,7 +193,7 @@ fn apply_layer(file: std::fs::File, mounts: &[Mount], scratch: &Path, sync_fs: b
     let producer = std::thread::Builder::new()
         .name("layer-decompress".into())
         .spawn(move || -> Result<(Digest, i64)> {
-            let mut reader = decompress(file)?;
+            let mut reader = decompress(source)?;
             let mut hasher = Sha256::new();
             let mut size: i64 = 0;
             let mut sending = true;

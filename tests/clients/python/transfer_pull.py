@@ -92,6 +92,7 @@ def main():
     progress_id = f"progress-{uuid.uuid4()}"
     progress_stream = Stream(streaming, progress_id, metadata)
     events = []
+    begun = time.monotonic()
 
     def read_progress():
         try:
@@ -108,6 +109,7 @@ def main():
                         "progress": item.progress,
                         "total": item.total,
                         "digest": item.desc.digest,
+                        "at": round(time.monotonic() - begun, 3),
                     }
                 )
         except grpc.RpcError:
