@@ -4,6 +4,7 @@
 mod any_authority;
 mod config;
 mod connection_limit;
+mod deadline;
 mod grpc_metrics;
 mod instance_lock;
 mod logging;

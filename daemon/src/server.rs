@@ -26,6 +26,7 @@ use tonic::transport::server::Connected;
 use crate::any_authority::AnyAuthority;
 use crate::config::Config;
 use crate::connection_limit::ConnectionLimit;
+use crate::deadline::Deadline;
 use crate::grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 use crate::instance_lock::{claim_socket_path, lock_root};
 use crate::plugins;
@@ -262,7 +263,12 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     builder
-        .layer(tower::ServiceBuilder::new().layer(RequestSpanLayer).layer(counting))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestSpanLayer)
+                .layer(counting)
+                .layer(tower::layer::layer_fn(Deadline::new)),
+        )
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move { shutdown.fired().await })
         .await
