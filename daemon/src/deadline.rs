@@ -5,8 +5,8 @@
 //! expired"); a client whose own timer has not fired yet (a busy host, a
 //! slow runtime) then sees CANCELLED where containerd gives it
 //! DEADLINE_EXCEEDED. [`Deadline`] runs inside that and ends the call first:
-//! its timer starts when the request reaches it and is set a little short
-//! of the stated timeout, since the client's deadline began before its
+//! its timer starts when the request reaches it (as the server's does) and
+//! is set a little short of the stated timeout, since the client's deadline began before its
 //! request crossed the socket. As with tonic's, only the wait for the
 //! answer's headers is timed; a stream already answering runs on.
 
@@ -56,12 +56,15 @@ where
             .get(TIMEOUT_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_timeout);
+        // Timed from now, not from the future's first poll, which may come
+        // later on a busy runtime: the server's own timer starts now too.
+        let deadline = timeout.map(|t| (t, tokio::time::Instant::now() + t.saturating_sub(MARGIN)));
         let answer = self.inner.call(request);
-        let Some(timeout) = timeout else {
+        let Some((timeout, deadline)) = deadline else {
             return Box::pin(answer);
         };
         Box::pin(async move {
-            match tokio::time::timeout(timeout.saturating_sub(MARGIN), answer).await {
+            match tokio::time::timeout_at(deadline, answer).await {
                 Ok(answered) => answered,
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
                     "the call's deadline ({timeout:?}) passed before it was answered"
@@ -95,8 +98,42 @@ fn parse_timeout(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_timeout;
-    use std::time::Duration;
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use tower::Service as _;
+
+    use super::{Deadline, parse_timeout};
+
+    type Answer = Result<http::Response<tonic::body::Body>, Infallible>;
+
+    #[tokio::test]
+    async fn a_call_past_its_timeout_is_answered_deadline_exceeded() {
+        let mut never = Deadline::new(tower::service_fn(|_: http::Request<()>| {
+            std::future::pending::<Answer>()
+        }));
+        let request = http::Request::builder().header("grpc-timeout", "50m").body(()).unwrap();
+        let started = Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(5), never.call(request))
+            .await
+            .expect("no answer at the deadline")
+            .unwrap();
+        assert_eq!(response.headers()["grpc-status"], "4", "{response:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // In time, or with no deadline: the service's own answer.
+        let answer = || async { Answer::Ok(http::Response::new(tonic::body::Body::default())) };
+        let mut ready = Deadline::new(tower::service_fn(|_: http::Request<()>| answer()));
+        let in_time = http::Request::builder().header("grpc-timeout", "5S").body(()).unwrap();
+        for request in [in_time, http::Request::new(())] {
+            let response = ready.call(request).await.unwrap();
+            assert!(response.headers().get("grpc-status").is_none(), "{response:?}");
+        }
+    }
 
     #[test]
     fn timeouts_parse_as_the_protocol_writes_them() {

@@ -204,43 +204,6 @@ fn a_pull_cut_off_by_a_daemon_crash_downloads_only_what_was_not_committed() {
     assert!(out.contains("links"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_call_past_its_deadline_is_answered_deadline_exceeded() {
-    use containerd_client::services::v1::TransferRequest;
-    use containerd_client::services::v1::transfer_client::TransferClient;
-    use containerd_client::to_any;
-    use containerd_client::types::transfer::{ImageStore, OciRegistry};
-    use tonic::Request;
-
-    let busybox = images::busybox();
-    let layer = busybox.layer_digests[0].clone();
-    let registry = FakeRegistry::serve(&busybox.oci_tar, "late/busybox", "1", Fault::Stall(layer));
-    let daemon = Daemon::start();
-    let reference = format!("{}/late/busybox:1", registry.address);
-    let channel = containerd_client::connect(&daemon.socket).await.unwrap();
-    let mut request = containerd_client::with_namespace!(
-        TransferRequest {
-            source: Some(to_any(&OciRegistry {
-                reference: reference.clone(),
-                resolver: Default::default(),
-            })),
-            destination: Some(to_any(&ImageStore {
-                name: reference.clone(),
-                ..Default::default()
-            })),
-            options: None,
-        },
-        "default"
-    );
-    // The deadline travels in grpc-timeout only (this client keeps no
-    // timer of its own): the answer is the daemon's, as containerd's is.
-    request.set_timeout(std::time::Duration::from_secs(1));
-    let started = Instant::now();
-    let status = TransferClient::new(channel).transfer(request).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
-}
-
 #[test]
 fn a_pull_its_client_gives_up_on_releases_its_lease() {
     let busybox = images::busybox();
