@@ -285,7 +285,7 @@ impl Puller {
                             lease: &lease,
                             parent: &parent,
                             progress: &progress,
-                            feed: Some(&end.0),
+                            feed: &end.0,
                         };
                         puller.fetch_blob(&blob, labels).await
                     })
@@ -510,9 +510,7 @@ impl Puller {
             .acquire()
             .await
             .map_err(|_| Error::internal("the download limiter closed"))?;
-        if let Some(feed) = feed
-            && let Some(data) = writer.data_reader()?
-        {
+        if let Some(data) = writer.data_reader()? {
             feed.opened(data, u64::try_from(writer.status()?.offset).unwrap_or(0));
         }
         if let Err(e) = self.download(repo, &mut writer, desc, &digest, &report, feed).await {
@@ -546,19 +544,13 @@ impl Puller {
         desc: &Descriptor,
         digest: &Digest,
         report: &(dyn Fn(&str, i64) + Send + Sync),
-        feed: Option<&LayerFeed>,
+        feed: &LayerFeed,
     ) -> Result<()> {
-        let reached = |offset: i64| {
-            if let Some(feed) = feed {
-                feed.reached(u64::try_from(offset).unwrap_or(0));
-            }
-        };
+        let reached = |offset: i64| feed.reached(u64::try_from(offset).unwrap_or(0));
         let mut offset = writer.status()?.offset;
         if offset > desc.size {
             writer.truncate().await?;
-            if let Some(feed) = feed {
-                feed.restarted();
-            }
+            feed.restarted();
             offset = 0;
         }
         report("downloading", offset);
@@ -569,9 +561,7 @@ impl Puller {
                 let mut body = repo.open_blob(digest, offset as u64).await?;
                 if body.offset != offset as u64 {
                     writer.truncate().await?;
-                    if let Some(feed) = feed {
-                        feed.restarted();
-                    }
+                    feed.restarted();
                     offset = 0;
                 }
                 let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -626,7 +616,7 @@ impl Puller {
     }
 }
 
-/// One blob to download and where its progress and bytes go.
+/// One layer blob to download and where its progress and bytes go.
 #[derive(Clone, Copy)]
 struct BlobFetch<'a> {
     repo: &'a Repository,
@@ -636,8 +626,8 @@ struct BlobFetch<'a> {
     /// The manifest the blob belongs to (progress names it).
     parent: &'a str,
     progress: &'a ProgressSink,
-    /// Readers following the download, for a layer.
-    feed: Option<&'a LayerFeed>,
+    /// Readers following the download.
+    feed: &'a LayerFeed,
 }
 
 /// The label naming, per registry host, the repositories a blob came from.
